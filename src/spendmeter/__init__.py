@@ -1,0 +1,10 @@
+"""spendmeter: see and cap what LLM calls cost, with OpenTelemetry.
+
+``LiteLLMInstrumentor`` turns every LiteLLM call into a GenAI span carrying tokens and cost in
+USD, and records cost, token and duration metrics. ``BudgetSpanProcessor`` alerts on, or stops,
+spend past a budget. ``SpendSummaryReader`` prints a table of spend when the app exits.
+"""
+
+from spendmeter.errors import BudgetExceededError
+
+__all__ = ["BudgetExceededError"]

@@ -1,0 +1,119 @@
+"""Environment variables spendmeter reads, each parsed once, at instrument time.
+
+| variable | meaning |
+|---|---|
+| ``SPENDMETER_PRICING_FILE`` | YAML or JSON price overrides (see README, "Pricing file") |
+| ``SPENDMETER_METADATA_KEYS`` | comma list of LiteLLM ``metadata`` keys copied to spans as ``spendmeter.metadata.<key>`` |
+| ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` | ``true`` records prompts and completions on spans; default ``false`` |
+| ``SPENDMETER_BUDGET_USD`` | installs a ``BudgetSpanProcessor`` with this budget in USD |
+| ``SPENDMETER_BUDGET_ACTION`` | ``alert`` (default) or ``raise`` |
+| ``SPENDMETER_BUDGET_THRESHOLDS`` | comma list of fractions of the budget, default ``0.5,0.8,1.0`` |
+| ``SPENDMETER_BUDGET_WINDOW`` | ``none`` (default), ``hour``, ``day`` or ``month`` (calendar, UTC) |
+| ``SPENDMETER_BUDGET_SCOPE`` | a span attribute whose values each get their own budget, e.g. ``user.id`` |
+
+A bad value raises :class:`ConfigError` naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PRICING_FILE = "SPENDMETER_PRICING_FILE"
+METADATA_KEYS = "SPENDMETER_METADATA_KEYS"
+CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+BUDGET_USD = "SPENDMETER_BUDGET_USD"
+BUDGET_ACTION = "SPENDMETER_BUDGET_ACTION"
+BUDGET_THRESHOLDS = "SPENDMETER_BUDGET_THRESHOLDS"
+BUDGET_WINDOW = "SPENDMETER_BUDGET_WINDOW"
+BUDGET_SCOPE = "SPENDMETER_BUDGET_SCOPE"
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+BUDGET_ACTIONS = ("alert", "raise")
+BUDGET_WINDOWS = ("none", "hour", "day", "month")
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value spendmeter cannot use."""
+
+    def __init__(self, name: str, value: str, expected: str) -> None:
+        super().__init__(f"{name}={value!r} is not valid: expected {expected}")
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    budget: float
+    raise_on_budget: bool
+    thresholds: tuple[float, ...] | None
+    window: str | None
+    scope: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    pricing_file: str | None
+    metadata_keys: tuple[str, ...]
+    capture_content: bool
+    budget: BudgetSettings | None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(name, raw, "true or false")
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "a number") from None
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, default)
+    value = raw.strip().lower() or default
+    if value not in choices:
+        raise ConfigError(name, raw, " or ".join(choices))
+    return value
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _budget(env: Mapping[str, str]) -> BudgetSettings | None:
+    raw = env.get(BUDGET_USD, "").strip()
+    if not raw:
+        return None
+    thresholds_raw = env.get(BUDGET_THRESHOLDS, "").strip()
+    thresholds = (
+        tuple(_float(BUDGET_THRESHOLDS, part) for part in _names(thresholds_raw))
+        if thresholds_raw
+        else None
+    )
+    window = _choice(env, BUDGET_WINDOW, BUDGET_WINDOWS, "none")
+    return BudgetSettings(
+        budget=_float(BUDGET_USD, raw),
+        raise_on_budget=_choice(env, BUDGET_ACTION, BUDGET_ACTIONS, "alert") == "raise",
+        thresholds=thresholds,
+        window=None if window == "none" else window,
+        scope=env.get(BUDGET_SCOPE, "").strip() or None,
+    )
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every spendmeter variable; raise :class:`ConfigError` on the first bad one."""
+    env = os.environ if env is None else env
+    return Settings(
+        pricing_file=env.get(PRICING_FILE, "").strip() or None,
+        metadata_keys=_names(env.get(METADATA_KEYS, "")),
+        capture_content=_flag(env, CAPTURE_CONTENT),
+        budget=_budget(env),
+    )

@@ -1,0 +1,109 @@
+"""Every attribute, metric and value name spendmeter emits, in one place.
+
+Names come from the OpenTelemetry GenAI semantic conventions where one exists; the rest are
+spendmeter's own (``spendmeter.*``) and are public: dashboards and alert rules depend on them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- span and metric attributes: GenAI semantic conventions -------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+GEN_AI_REQUEST_TOP_K: Final = "gen_ai.request.top_k"
+GEN_AI_REQUEST_FREQUENCY_PENALTY: Final = "gen_ai.request.frequency_penalty"
+GEN_AI_REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
+GEN_AI_REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
+GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
+GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
+GEN_AI_REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+# The newer name; semconv v1.41 still says cache_creation (see DESIGN.md section 2).
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+USER_ID: Final = "user.id"
+ERROR_TYPE: Final = "error.type"
+
+# --- cost: no released convention; gen_ai.usage.cost is what Langfuse, Logfire, OpenLIT read -
+GEN_AI_USAGE_COST: Final = "gen_ai.usage.cost"
+SPENDMETER_COST_INPUT: Final = "spendmeter.cost.input"
+SPENDMETER_COST_OUTPUT: Final = "spendmeter.cost.output"
+SPENDMETER_COST_CACHE_READ: Final = "spendmeter.cost.cache_read"
+SPENDMETER_COST_CACHE_WRITE: Final = "spendmeter.cost.cache_write"
+SPENDMETER_PRICING_STATUS: Final = "spendmeter.pricing.status"
+SPENDMETER_PRICING_SOURCE: Final = "spendmeter.pricing.source"
+SPENDMETER_PRICING_MODEL: Final = "spendmeter.pricing.model"
+SPENDMETER_METADATA_PREFIX: Final = "spendmeter.metadata."
+SPENDMETER_BUDGET_NAME: Final = "spendmeter.budget.name"
+
+# --- values --------------------------------------------------------------------------------
+PRICING_PRICED: Final = "priced"
+PRICING_ESTIMATED: Final = "estimated"
+PRICING_UNPRICED: Final = "unpriced"
+SOURCE_LITELLM: Final = "litellm"
+SOURCE_OVERRIDE: Final = "override"
+TOKEN_TYPE_INPUT: Final = "input"
+TOKEN_TYPE_OUTPUT: Final = "output"
+
+OPERATION_CHAT: Final = "chat"
+OPERATION_TEXT_COMPLETION: Final = "text_completion"
+OPERATION_EMBEDDINGS: Final = "embeddings"
+
+# LiteLLM provider names -> gen_ai.provider.name well-known values; others pass through as is.
+PROVIDER_NAMES: Final[dict[str, str]] = {
+    "openai": "openai",
+    "text-completion-openai": "openai",
+    "azure": "azure.ai.openai",
+    "azure_text": "azure.ai.openai",
+    "azure_ai": "azure.ai.inference",
+    "anthropic": "anthropic",
+    "anthropic_text": "anthropic",
+    "bedrock": "aws.bedrock",
+    "bedrock_converse": "aws.bedrock",
+    "sagemaker": "aws.sagemaker",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertex_ai_beta": "gcp.vertex_ai",
+    "gemini": "gcp.gemini",
+    "cohere": "cohere",
+    "cohere_chat": "cohere",
+    "mistral": "mistral_ai",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "perplexity": "perplexity",
+    "xai": "x_ai",
+    "watsonx": "ibm.watsonx.ai",
+    "watsonx_text": "ibm.watsonx.ai",
+}
+
+# --- metrics -------------------------------------------------------------------------------
+METRIC_COST: Final = "gen_ai.client.cost"
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
+METRIC_UNPRICED_CALLS: Final = "spendmeter.calls.unpriced"
+METRIC_BUDGET_SPENT: Final = "spendmeter.budget.spent"
+METRIC_BUDGET_LIMIT: Final = "spendmeter.budget.limit"
+
+# Bucket boundaries advised by the GenAI semantic conventions.
+TOKEN_USAGE_BUCKETS: Final = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+DURATION_BUCKETS: Final = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
