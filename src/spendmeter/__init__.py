@@ -6,5 +6,6 @@ spend past a budget. ``SpendSummaryReader`` prints a table of spend when the app
 """
 
 from spendmeter.errors import BudgetExceededError
+from spendmeter.summary import SpendSummaryReader
 
-__all__ = ["BudgetExceededError"]
+__all__ = ["BudgetExceededError", "SpendSummaryReader"]
