@@ -5,7 +5,8 @@ USD, and records cost, token and duration metrics. ``BudgetSpanProcessor`` alert
 spend past a budget. ``SpendSummaryReader`` prints a table of spend when the app exits.
 """
 
+from spendmeter.budget import BudgetSpanProcessor
 from spendmeter.errors import BudgetExceededError
 from spendmeter.summary import SpendSummaryReader
 
-__all__ = ["BudgetExceededError", "SpendSummaryReader"]
+__all__ = ["BudgetExceededError", "BudgetSpanProcessor", "SpendSummaryReader"]

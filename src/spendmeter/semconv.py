@@ -51,6 +51,14 @@ SPENDMETER_PRICING_SOURCE: Final = "spendmeter.pricing.source"
 SPENDMETER_PRICING_MODEL: Final = "spendmeter.pricing.model"
 SPENDMETER_METADATA_PREFIX: Final = "spendmeter.metadata."
 SPENDMETER_BUDGET_NAME: Final = "spendmeter.budget.name"
+SPENDMETER_BUDGET_SCOPE: Final = "spendmeter.budget.scope"
+# On the span event a budget threshold crossing adds to the current span.
+SPENDMETER_BUDGET_FRACTION: Final = "spendmeter.budget.fraction"
+SPENDMETER_BUDGET_SPENT: Final = "spendmeter.budget.spent"
+SPENDMETER_BUDGET_LIMIT: Final = "spendmeter.budget.limit"
+
+# --- span events ---------------------------------------------------------------------------
+EVENT_BUDGET_THRESHOLD: Final = "spendmeter.budget.threshold"
 
 # --- values --------------------------------------------------------------------------------
 PRICING_PRICED: Final = "priced"
