@@ -175,15 +175,18 @@ def test_from_settings_builds_what_the_environment_asks_for() -> None:
         processor.shutdown()
 
 
-def test_from_settings_without_thresholds_uses_the_defaults() -> None:
+def test_from_settings_without_thresholds_uses_the_defaults(
+    meter_provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
     settings = config.from_env({"SPENDMETER_BUDGET_USD": "5"}).budget
     assert settings is not None
-    processor = BudgetSpanProcessor.from_settings(settings)
+    processor = BudgetSpanProcessor.from_settings(settings, meter_provider=meter_provider)
     try:
         assert processor.thresholds == (0.5, 0.8, 1.0)
         assert not processor.raise_on_budget
         assert processor.window is None
         assert processor.scope is None
+        assert gauge(reader, "spendmeter.budget.limit") == {labels(name="default"): 5.0}
     finally:
         processor.shutdown()
 

@@ -133,7 +133,9 @@ class BudgetSpanProcessor(SpanProcessor):
         _listeners.subscribe(self)
 
     @classmethod
-    def from_settings(cls, settings: config.BudgetSettings) -> BudgetSpanProcessor:
+    def from_settings(
+        cls, settings: config.BudgetSettings, *, meter_provider: MeterProvider | None = None
+    ) -> BudgetSpanProcessor:
         """The processor ``SPENDMETER_BUDGET_USD`` and its companion variables ask for."""
         return cls(
             settings.budget,
@@ -141,6 +143,7 @@ class BudgetSpanProcessor(SpanProcessor):
             thresholds=DEFAULT_THRESHOLDS if settings.thresholds is None else settings.thresholds,
             window=settings.window,
             scope=settings.scope,
+            meter_provider=meter_provider,
         )
 
     # --- configuration --------------------------------------------------------------------
