@@ -7,6 +7,12 @@ spend past a budget. ``SpendSummaryReader`` prints a table of spend when the app
 
 from spendmeter.budget import BudgetSpanProcessor
 from spendmeter.errors import BudgetExceededError
+from spendmeter.instrumentor import LiteLLMInstrumentor
 from spendmeter.summary import SpendSummaryReader
 
-__all__ = ["BudgetExceededError", "BudgetSpanProcessor", "SpendSummaryReader"]
+__all__ = [
+    "BudgetExceededError",
+    "BudgetSpanProcessor",
+    "LiteLLMInstrumentor",
+    "SpendSummaryReader",
+]

@@ -1,15 +1,15 @@
 """Environment variables spendmeter reads, each parsed once, at instrument time.
 
-| variable | meaning |
-|---|---|
-| ``SPENDMETER_PRICING_FILE`` | YAML or JSON price overrides (see README, "Pricing file") |
-| ``SPENDMETER_METADATA_KEYS`` | comma list of LiteLLM ``metadata`` keys copied to spans as ``spendmeter.metadata.<key>`` |
-| ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` | ``true`` records prompts and completions on spans; default ``false`` |
-| ``SPENDMETER_BUDGET_USD`` | installs a ``BudgetSpanProcessor`` with this budget in USD |
-| ``SPENDMETER_BUDGET_ACTION`` | ``alert`` (default) or ``raise`` |
-| ``SPENDMETER_BUDGET_THRESHOLDS`` | comma list of fractions of the budget, default ``0.5,0.8,1.0`` |
-| ``SPENDMETER_BUDGET_WINDOW`` | ``none`` (default), ``hour``, ``day`` or ``month`` (calendar, UTC) |
-| ``SPENDMETER_BUDGET_SCOPE`` | a span attribute whose values each get their own budget, e.g. ``user.id`` |
+- ``SPENDMETER_PRICING_FILE``: YAML or JSON price overrides (README, "Pricing file").
+- ``SPENDMETER_METADATA_KEYS``: comma list of LiteLLM ``metadata`` keys copied to spans as
+  ``spendmeter.metadata.<key>``.
+- ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: ``true`` records prompts and
+  completions on spans; default ``false``.
+- ``SPENDMETER_BUDGET_USD``: installs a ``BudgetSpanProcessor`` with this budget in USD.
+- ``SPENDMETER_BUDGET_ACTION``: ``alert`` (default) or ``raise``.
+- ``SPENDMETER_BUDGET_THRESHOLDS``: comma list of fractions of the budget (``0.5,0.8,1.0``).
+- ``SPENDMETER_BUDGET_WINDOW``: ``none`` (default), ``hour``, ``day`` or ``month`` (UTC).
+- ``SPENDMETER_BUDGET_SCOPE``: a span attribute whose values each get their own budget.
 
 A bad value raises :class:`ConfigError` naming the variable and the value.
 """

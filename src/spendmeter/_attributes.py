@@ -1,0 +1,166 @@
+"""Pure: span attributes out of a LiteLLM call's arguments and response.
+
+Nothing here touches OpenTelemetry; the functions take what LiteLLM was given or gave back and
+return plain attribute dicts, so they are cheap to test and cheap to call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from spendmeter import semconv as sc
+
+AttributeValue = str | bool | int | float | Sequence[str]
+Attributes = dict[str, AttributeValue]
+
+# LiteLLM argument -> attribute, for numbers copied as they are when given.
+_NUMERIC_REQUEST_PARAMS: tuple[tuple[str, str], ...] = (
+    ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+    ("top_k", sc.GEN_AI_REQUEST_TOP_K),
+    ("frequency_penalty", sc.GEN_AI_REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", sc.GEN_AI_REQUEST_PRESENCE_PENALTY),
+    ("seed", sc.GEN_AI_REQUEST_SEED),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One patched LiteLLM function, described once at instrument time."""
+
+    function: str  # attribute name on the ``litellm`` module
+    name: str  # gen_ai.operation.name
+    positional: tuple[str, ...]  # LiteLLM's positional parameter names, in order
+    is_async: bool
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The call's arguments by name, as LiteLLM itself binds them."""
+        if not args:
+            return kwargs
+        params = dict(zip(self.positional, args, strict=False))  # *args may run past them
+        params.update(kwargs)
+        return params
+
+
+def _number(value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _strings(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    return None
+
+
+@lru_cache(maxsize=256)
+def server_attributes(url: str) -> tuple[tuple[str, AttributeValue], ...]:
+    """``server.address``/``server.port`` of an API base URL (cached: a handful per process)."""
+    try:
+        parts = urlsplit(url if "//" in url else f"//{url}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ()
+    if not host:
+        return ()
+    if port is None:
+        port = {"https": 443, "http": 80}.get(parts.scheme)
+    found: list[tuple[str, AttributeValue]] = [(sc.SERVER_ADDRESS, host)]
+    if port is not None:
+        found.append((sc.SERVER_PORT, port))
+    return tuple(found)
+
+
+def request_attributes(
+    params: Mapping[str, Any], metadata_keys: Sequence[str], capture_content: bool
+) -> Attributes:
+    """Optional request attributes: sampling parameters, user, metadata, server, content."""
+    attributes: Attributes = {}
+    for name, key in _NUMERIC_REQUEST_PARAMS:
+        value = _number(params.get(name))
+        if value is not None:
+            attributes[key] = value
+    max_tokens = _number(params.get("max_tokens")) or _number(params.get("max_completion_tokens"))
+    if max_tokens is not None:
+        attributes[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+    choices = _number(params.get("n"))
+    if choices is not None and choices != 1:
+        attributes[sc.GEN_AI_REQUEST_CHOICE_COUNT] = choices
+    stop = _strings(params.get("stop"))
+    if stop:
+        attributes[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = stop
+    encoding = _strings(params.get("encoding_format"))
+    if encoding:
+        attributes[sc.GEN_AI_REQUEST_ENCODING_FORMATS] = encoding
+    user = params.get("user")
+    if isinstance(user, str) and user:
+        attributes[sc.USER_ID] = user
+    if metadata_keys:
+        attributes.update(metadata_attributes(params.get("metadata"), metadata_keys))
+    api_base = params.get("api_base") or params.get("base_url")
+    if isinstance(api_base, str):
+        attributes.update(server_attributes(api_base))
+    if capture_content:
+        content = params.get("messages") or params.get("prompt") or params.get("input")
+        if content is not None:
+            attributes[sc.GEN_AI_INPUT_MESSAGES] = _json(content)
+    return attributes
+
+
+def metadata_attributes(metadata: Any, keys: Sequence[str]) -> Attributes:
+    """``spendmeter.metadata.<key>`` for the listed keys only: metadata may hold secrets."""
+    if not isinstance(metadata, Mapping):
+        return {}
+    found: Attributes = {}
+    for key in keys:
+        value = metadata.get(key)
+        if isinstance(value, (str, bool, int, float)):
+            found[sc.SPENDMETER_METADATA_PREFIX + key] = value
+    return found
+
+
+def response_attributes(response: Any, capture_content: bool) -> Attributes:
+    """Response id, model and finish reasons (and output content when asked for)."""
+    attributes: Attributes = {}
+    response_id = getattr(response, "id", None)
+    if isinstance(response_id, str) and response_id:
+        attributes[sc.GEN_AI_RESPONSE_ID] = response_id
+    model = getattr(response, "model", None)
+    if isinstance(model, str) and model:
+        attributes[sc.GEN_AI_RESPONSE_MODEL] = model
+    choices = getattr(response, "choices", None)
+    if isinstance(choices, list) and choices:
+        reasons = [
+            str(reason) for reason in (getattr(c, "finish_reason", None) for c in choices) if reason
+        ]
+        if reasons:
+            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        if capture_content:
+            attributes[sc.GEN_AI_OUTPUT_MESSAGES] = _json([_choice_output(c) for c in choices])
+    return attributes
+
+
+def _choice_output(choice: Any) -> Any:
+    message = getattr(choice, "message", None)
+    if message is not None:
+        return {
+            "role": getattr(message, "role", None),
+            "content": getattr(message, "content", None),
+        }
+    return {"content": getattr(choice, "text", None)}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def error_type(error: BaseException) -> str:
+    return type(error).__qualname__

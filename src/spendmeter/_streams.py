@@ -1,0 +1,221 @@
+"""One wrapt proxy for LiteLLM's sync and async streams.
+
+The caller gets an object that behaves like LiteLLM's own stream (attributes, ``isinstance``,
+iteration), while spendmeter watches each chunk and finishes the call's span exactly once:
+when the stream is exhausted, fails, is closed, is cancelled or is garbage-collected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import wrapt
+
+from spendmeter import semconv as sc
+from spendmeter._usage import TokenUsage, token_usage
+from spendmeter._wrappers import Call
+from spendmeter.errors import BudgetExceededError
+
+logger = logging.getLogger("spendmeter")
+
+
+class _Seen:
+    """What the chunks told us so far. Kept tiny: it is touched once per chunk."""
+
+    __slots__ = (
+        "finish_reasons",
+        "first_chunk_at",
+        "response_id",
+        "response_model",
+        "texts",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self.first_chunk_at: float | None = None
+        self.response_id: str | None = None
+        self.response_model: str | None = None
+        self.usage: Any = None
+        self.finish_reasons: list[str] = []
+        self.texts: list[str] = []
+
+    def observe(self, chunk: Any) -> None:
+        if self.first_chunk_at is None:
+            self.first_chunk_at = time.perf_counter()
+            self.response_id = getattr(chunk, "id", None)
+            self.response_model = getattr(chunk, "model", None)
+        # LiteLLM only sets `usage` on a chunk that carries it (the final one).
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        for choice in getattr(chunk, "choices", None) or ():
+            delta = getattr(choice, "delta", None)
+            source = delta if delta is not None else choice  # text completions have no delta
+            text = getattr(source, "content", None) or getattr(source, "text", None)
+            if text:
+                self.texts.append(text)
+            reason = getattr(choice, "finish_reason", None)
+            if reason:
+                self.finish_reasons.append(str(reason))
+
+
+class TracedStream(wrapt.ObjectProxy):
+    """Proxy for ``CustomStreamWrapper`` and ``TextCompletionStreamWrapper``, sync or async."""
+
+    def __init__(self, wrapped: Any, call: Call) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_seen = _Seen()
+        self._self_finished = False
+
+    # --- sync iteration -------------------------------------------------------------------
+    def __iter__(self) -> TracedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            chunk = self.__wrapped__.__next__()
+        except StopIteration:
+            self._self_finish(None)
+            raise
+        except BaseException as error:
+            self._self_finish(error)
+            raise
+        self._self_observe(chunk)
+        return chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.__wrapped__, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._self_finish(None)
+
+    def __enter__(self) -> TracedStream:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # --- async iteration ------------------------------------------------------------------
+    def __aiter__(self) -> TracedStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_finish(None)
+            raise
+        except BaseException as error:  # CancelledError included: the span must still end
+            self._self_finish(error)
+            raise
+        self._self_observe(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        try:
+            aclose = getattr(self.__wrapped__, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            self._self_finish(None)
+
+    async def __aenter__(self) -> TracedStream:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        self._self_finish(None)
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def _self_observe(self, chunk: Any) -> None:
+        try:
+            self._self_seen.observe(chunk)
+        except Exception:
+            logger.exception("spendmeter: reading a stream chunk failed; the stream is unaffected")
+
+    def _self_finish(self, error: BaseException | None) -> None:
+        if self._self_finished:
+            return
+        self._self_finished = True
+        call = self._self_call
+        try:
+            if error is not None and not isinstance(error, GeneratorExit):
+                call.fail(error)
+                return
+            seen = self._self_seen
+            usage, estimated = _stream_usage(call, seen)
+            call.finish(
+                usage=usage,
+                estimated=estimated,
+                litellm_cost=_usage_cost(seen.usage),
+                response_attributes=_response_attributes(seen, call.telemetry.capture_content),
+                response=None,
+                first_chunk_delay=(
+                    None if seen.first_chunk_at is None else seen.first_chunk_at - call.started
+                ),
+            )
+        except BudgetExceededError:
+            # A stream that crosses the budget finishes normally; the next call is refused.
+            logger.warning("spendmeter: a streamed call crossed its budget; later calls refused")
+        except Exception:
+            logger.exception("spendmeter: finishing a stream's span failed")
+
+
+def _stream_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool]:
+    if seen.usage is not None:
+        usage = token_usage(seen.usage)
+        if usage is not None:
+            return usage, False
+    return _estimate_usage(call, seen), True
+
+
+def _estimate_usage(call: Call, seen: _Seen) -> TokenUsage | None:
+    """Count tokens locally: the provider sent no usage (or the stream stopped early)."""
+    import litellm
+
+    model = call.info.model
+    params = call.params
+    messages = params.get("messages")
+    prompt = params.get("prompt")
+    if messages:
+        input_tokens = litellm.token_counter(model=model, messages=messages)
+    elif isinstance(prompt, str):
+        input_tokens = litellm.token_counter(model=model, text=prompt)
+    else:
+        return None
+    text = "".join(seen.texts)
+    output_tokens = (
+        litellm.token_counter(model=model, text=text, count_response_tokens=True) if text else 0
+    )
+    return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def _usage_cost(usage: Any) -> float | None:
+    """LiteLLM puts its own cost on the final chunk's usage when the provider sent usage."""
+    cost = getattr(usage, "cost", None)
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
+        return None
+    return float(cost)
+
+
+def _response_attributes(seen: _Seen, capture_content: bool) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if isinstance(seen.response_id, str) and seen.response_id:
+        found[sc.GEN_AI_RESPONSE_ID] = seen.response_id
+    if isinstance(seen.response_model, str) and seen.response_model:
+        found[sc.GEN_AI_RESPONSE_MODEL] = seen.response_model
+    if seen.finish_reasons:
+        found[sc.GEN_AI_RESPONSE_FINISH_REASONS] = seen.finish_reasons
+    if capture_content and seen.texts:
+        found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
+            [{"role": "assistant", "content": "".join(seen.texts)}], ensure_ascii=False
+        )
+    return found

@@ -1,0 +1,189 @@
+"""``LiteLLMInstrumentor``: wraps LiteLLM's paid calls on instrument, unwraps on uninstrument."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Collection, Mapping
+from os import PathLike
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+from spendmeter import _wrappers, config
+from spendmeter import semconv as sc
+from spendmeter._attributes import Operation
+from spendmeter._streams import TracedStream
+from spendmeter.metrics import create_instruments
+from spendmeter.pricing import PriceResolver, load_overrides
+from spendmeter.version import __version__
+
+logger = logging.getLogger("spendmeter")
+
+_INSTRUMENTS = ("litellm >= 1.106.2, != 1.107.*",)
+
+# (function on the `litellm` module, operation name, function whose signature binds its args)
+_TARGETS: tuple[tuple[str, str, str], ...] = (
+    ("completion", sc.OPERATION_CHAT, "completion"),
+    ("acompletion", sc.OPERATION_CHAT, "acompletion"),
+    ("embedding", sc.OPERATION_EMBEDDINGS, "embedding"),
+    ("aembedding", sc.OPERATION_EMBEDDINGS, "embedding"),
+    ("text_completion", sc.OPERATION_TEXT_COMPLETION, "text_completion"),
+    ("atext_completion", sc.OPERATION_TEXT_COMPLETION, "text_completion"),
+)
+
+
+def _positional_names(function: Any) -> tuple[str, ...]:
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(
+        name
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind in kinds
+    )
+
+
+def _operations(litellm: Any) -> list[Operation]:
+    """Describe each target once, so no call ever inspects a signature."""
+    return [
+        Operation(
+            function=function,
+            name=operation,
+            positional=_positional_names(getattr(litellm, binder)),
+            is_async=inspect.iscoroutinefunction(getattr(litellm, function)),
+        )
+        for function, operation, binder in _TARGETS
+    ]
+
+
+class LiteLLMInstrumentor(BaseInstrumentor):
+    """Turns every LiteLLM call into a GenAI span with tokens and cost, and records metrics.
+
+    ``instrument(tracer_provider=None, meter_provider=None, pricing=None)``: the providers
+    default to the global ones; ``pricing`` is a path to a YAML/JSON file, or a mapping, of
+    price overrides keyed by model name (``SPENDMETER_PRICING_FILE`` when not given).
+    """
+
+    _budget: Any = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _INSTRUMENTS
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import litellm
+
+        settings = config.from_env()
+        pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
+        overrides = load_overrides(pricing if pricing is not None else settings.pricing_file)
+        tracer_provider = kwargs.get("tracer_provider")
+        tracer = trace.get_tracer(__name__, __version__, tracer_provider)
+        meter = metrics.get_meter(__name__, __version__, kwargs.get("meter_provider"))
+        telemetry = _wrappers.Telemetry(
+            tracer,
+            create_instruments(meter),
+            PriceResolver(overrides),
+            metadata_keys=settings.metadata_keys,
+            capture_content=settings.capture_content,
+        )
+        for operation in _operations(litellm):
+            make = _async_wrapper if operation.is_async else _sync_wrapper
+            wrap_function_wrapper(litellm, operation.function, make(telemetry, operation))
+        if settings.budget is not None:
+            self._budget = _install_budget(
+                settings.budget, tracer_provider, kwargs.get("meter_provider")
+            )
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import litellm
+
+        for function, _, _ in _TARGETS:
+            unwrap(litellm, function)
+        if self._budget is not None:
+            self._budget.shutdown()
+            self._budget = None
+
+
+def _install_budget(
+    settings: config.BudgetSettings, tracer_provider: Any, meter_provider: Any
+) -> Any:
+    from spendmeter.budget import BudgetSpanProcessor
+
+    processor = BudgetSpanProcessor.from_settings(settings, meter_provider=meter_provider)
+    provider = tracer_provider or trace.get_tracer_provider()
+    add = getattr(provider, "add_span_processor", None)
+    if add is not None:
+        add(processor)
+    return processor
+
+
+def _begin(
+    telemetry: _wrappers.Telemetry, operation: Operation, args: tuple, kwargs: dict
+) -> _wrappers.Call | None:
+    try:
+        return telemetry.begin(operation, args, kwargs)
+    except Exception:
+        logger.exception("spendmeter: starting a span failed; the LLM call is unaffected")
+        return None
+
+
+def _finish(call: _wrappers.Call, result: Any) -> Any:
+    """Hand back LiteLLM's result: a stream behind a proxy, anything else untouched."""
+    if call.params.get("stream") is True and (
+        hasattr(result, "__next__") or hasattr(result, "__anext__")
+    ):
+        try:
+            return TracedStream(result, call)
+        except Exception:
+            logger.exception("spendmeter: wrapping a stream failed; it is returned untraced")
+            call.fail(RuntimeError("stream not traced"))
+            return result
+    call.succeed(result)  # may raise BudgetExceededError carrying `result`
+    return result
+
+
+def _sync_wrapper(telemetry: _wrappers.Telemetry, operation: Operation) -> Any:
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if not _wrappers.should_trace():
+            return wrapped(*args, **kwargs)
+        call = _begin(telemetry, operation, args, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        call.admit()
+        in_call = _wrappers.enter_call()
+        active = call.activate()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as error:
+            call.fail(error)
+            raise
+        finally:
+            call.deactivate(active)
+            _wrappers.exit_call(in_call)
+        return _finish(call, result)
+
+    return wrapper
+
+
+def _async_wrapper(telemetry: _wrappers.Telemetry, operation: Operation) -> Any:
+    async def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if not _wrappers.should_trace():
+            return await wrapped(*args, **kwargs)
+        call = _begin(telemetry, operation, args, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        call.admit()
+        in_call = _wrappers.enter_call()
+        active = call.activate()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as error:
+            call.fail(error)
+            raise
+        finally:
+            call.deactivate(active)
+            _wrappers.exit_call(in_call)
+        return _finish(call, result)
+
+    return wrapper

@@ -1,0 +1,219 @@
+"""Cost on spans, through the instrumentor: equal to LiteLLM's own figure, overrides on top,
+and never 0 for a model nobody priced."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import litellm
+import pytest
+from litellm import ModelResponse, Usage
+
+from spendmeter import semconv as sc
+from spendmeter.pricing import PricingConfigError
+from tests.conftest import MESSAGES, Telemetry
+
+
+def mocked(model: str, usage: Usage, **kwargs: Any) -> Any:
+    """A call whose provider 'returns' exactly this usage."""
+    response = ModelResponse(
+        id="resp-1",
+        model=model.split("/")[-1],
+        choices=[
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+        ],
+        usage=usage,
+    )
+    return litellm.completion(model=model, messages=MESSAGES, mock_response=response, **kwargs)
+
+
+def test_anthropic_cache_read_and_write_cost_as_litellm(telemetry: Telemetry) -> None:
+    usage = Usage(
+        prompt_tokens=1200,
+        completion_tokens=300,
+        total_tokens=1500,
+        cache_creation_input_tokens=200,
+        cache_read_input_tokens=800,
+    )
+    response = mocked("anthropic/claude-haiku-4-5", usage)
+
+    attributes = telemetry.span().attributes
+    assert attributes[sc.GEN_AI_PROVIDER_NAME] == "anthropic"
+    assert attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 800
+    assert attributes[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 200
+    expected = litellm.completion_cost(completion_response=response)
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+    assert attributes[sc.SPENDMETER_COST_CACHE_READ] > 0
+    assert attributes[sc.SPENDMETER_COST_CACHE_WRITE] > 0
+
+
+def test_reasoning_tokens_cost_as_litellm(telemetry: Telemetry) -> None:
+    usage = Usage(
+        prompt_tokens=100,
+        completion_tokens=900,
+        total_tokens=1000,
+        completion_tokens_details={"reasoning_tokens": 700},
+        prompt_tokens_details={"cached_tokens": 40},
+    )
+    response = mocked("o4-mini", usage)
+
+    attributes = telemetry.span().attributes
+    assert attributes[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 700
+    assert attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 40
+    expected = litellm.completion_cost(completion_response=response)
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+
+
+def test_override_wins_over_litellm(instrument: Any) -> None:
+    telemetry = instrument(
+        pricing={"gpt-4o-mini": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}
+    )
+    response = litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="hi")
+
+    attributes = telemetry.span().attributes
+    usage = response.usage
+    expected = usage.prompt_tokens * 1e-6 + usage.completion_tokens * 2e-6
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+    assert attributes[sc.SPENDMETER_PRICING_SOURCE] == "override"
+    assert attributes[sc.SPENDMETER_PRICING_MODEL] == "gpt-4o-mini"
+
+
+def test_base_model_prices_a_deployment_as_another_model(instrument: Any) -> None:
+    telemetry = instrument(pricing={"my-gpt4o-deployment": {"base_model": "gpt-4o"}})
+    response = litellm.completion(
+        model="my-gpt4o-deployment",
+        custom_llm_provider="openai",
+        messages=MESSAGES,
+        mock_response="hi",
+    )
+
+    attributes = telemetry.span().attributes
+    expected = litellm.completion_cost(completion_response=response, model="gpt-4o")
+    assert expected > 0
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+    assert attributes[sc.SPENDMETER_PRICING_SOURCE] == "override"
+
+
+def test_pricing_file_from_env(
+    instrument: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        "gpt-4o-mini:\n  input_cost_per_token: 0.000001\n  output_cost_per_token: 0\n"
+    )
+    monkeypatch.setenv("SPENDMETER_PRICING_FILE", str(prices))
+    telemetry = instrument()
+    response = litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="hi")
+
+    cost = telemetry.span().attributes[sc.GEN_AI_USAGE_COST]
+    assert cost == pytest.approx(response.usage.prompt_tokens * 1e-6, rel=1e-12)
+
+
+def test_malformed_pricing_file_fails_at_instrument_time(instrument: Any, tmp_path: Path) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"gpt-4o-mini": {"input_cost_per_tokn": 1e-6}}))
+    with pytest.raises(PricingConfigError) as raised:
+        instrument(pricing=str(prices))
+    assert "prices.json" in str(raised.value)
+    assert "input_cost_per_tokn" in str(raised.value)
+
+
+def test_unpriced_model_is_never_free(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="spendmeter"):
+        for _ in range(2):
+            litellm.completion(
+                model="my-org/finetune-v2",
+                custom_llm_provider="openai",
+                messages=MESSAGES,
+                mock_response="hi",
+            )
+
+    for span in telemetry.spans():
+        assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+        assert sc.GEN_AI_USAGE_COST not in span.attributes
+        assert sc.SPENDMETER_COST_INPUT not in span.attributes
+    warnings = [r for r in caplog.records if "my-org/finetune-v2" in r.getMessage()]
+    assert len(warnings) == 1
+    assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 2
+    assert telemetry.points(sc.METRIC_COST) == []
+
+
+@pytest.fixture
+def registered_model() -> Iterator[str]:
+    name = "spendmeter-test-model"
+    yield name
+    litellm.model_cost.pop(name, None)
+
+
+def test_price_registered_after_first_call_is_used(
+    telemetry: Telemetry, registered_model: str
+) -> None:
+    def call() -> Any:
+        return litellm.completion(
+            model=registered_model,
+            custom_llm_provider="openai",
+            messages=MESSAGES,
+            mock_response="hi",
+        )
+
+    call()
+    litellm.register_model(
+        {
+            registered_model: {
+                "input_cost_per_token": 3e-6,
+                "output_cost_per_token": 9e-6,
+                "litellm_provider": "openai",
+                "mode": "chat",
+            }
+        }
+    )
+    response = call()
+
+    before, after = telemetry.spans()
+    assert before.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+    assert after.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(
+        litellm.completion_cost(completion_response=response), rel=1e-12
+    )
+    assert after.attributes[sc.GEN_AI_USAGE_COST] > 0
+
+
+def test_per_call_custom_pricing(telemetry: Telemetry) -> None:
+    response = litellm.completion(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        mock_response="hi",
+        input_cost_per_token=2e-6,
+        output_cost_per_token=4e-6,
+    )
+    usage = response.usage
+    expected = usage.prompt_tokens * 2e-6 + usage.completion_tokens * 4e-6
+    assert telemetry.span().attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+
+
+def test_per_second_pricing(instrument: Any) -> None:
+    telemetry = instrument(pricing={"gpt-4o-mini": {"input_cost_per_second": 0.5}})
+    litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="hi")
+
+    span = telemetry.span()
+    seconds = (span.end_time - span.start_time) / 1e9
+    cost = span.attributes[sc.GEN_AI_USAGE_COST]
+    assert 0 < cost <= seconds * 0.5
+    assert cost == pytest.approx(seconds * 0.5, rel=0.2)
+
+
+def test_missing_usage_from_provider_is_unpriced_not_free(
+    telemetry: Telemetry, fake_provider: Any
+) -> None:
+    fake_provider.usage = None
+    response = litellm.completion(model="fakellm/anything", messages=MESSAGES)
+
+    assert response.choices[0].message.content == "ok"
+    span = telemetry.span()
+    assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+    assert sc.GEN_AI_USAGE_COST not in span.attributes
