@@ -1,0 +1,125 @@
+"""The demo app under `opentelemetry-instrument`, as a user runs it: no code changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "examples" / "demo.py"
+OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
+
+
+def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "OTEL_SERVICE_NAME": "spendmeter-demo",
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        **env,
+    }
+    return subprocess.run(
+        [str(OPENTELEMETRY_INSTRUMENT), sys.executable, str(DEMO)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON documents the console exporters print, one after another."""
+    decoder = json.JSONDecoder()
+    found, index = [], 0
+    while (start := text.find("{", index)) != -1:
+        try:
+            document, index = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            index = start + 1
+            continue
+        found.append(document)
+    return found
+
+
+def llm_spans(stdout: str) -> list[dict[str, Any]]:
+    return [
+        doc for doc in json_objects(stdout) if "gen_ai.operation.name" in doc.get("attributes", {})
+    ]
+
+
+def test_demo_prints_priced_spans() -> None:
+    result = run_demo()
+
+    assert result.returncode == 0, result.stderr
+    spans = llm_spans(result.stdout)
+    assert len(spans) == 8
+    statuses = [span["attributes"]["spendmeter.pricing.status"] for span in spans]
+    assert statuses.count("unpriced") == 1
+    assert statuses.count("estimated") == 1
+    for span in spans:
+        attributes = span["attributes"]
+        assert span["kind"] == "SpanKind.CLIENT"
+        if attributes["spendmeter.pricing.status"] == "unpriced":
+            assert "gen_ai.usage.cost" not in attributes
+        else:
+            assert attributes["gen_ai.usage.cost"] > 0
+    names = {span["name"] for span in spans}
+    assert {
+        "chat gpt-4o-mini",
+        "chat claude-haiku-4-5",
+        "embeddings text-embedding-3-small",
+    } <= names
+
+
+def test_summary_at_exit_agrees_with_spans_and_counters() -> None:
+    result = run_demo(OTEL_METRICS_EXPORTER="console,spend_summary")
+
+    assert result.returncode == 0, result.stderr
+    span_total = sum(
+        span["attributes"].get("gen_ai.usage.cost", 0.0) for span in llm_spans(result.stdout)
+    )
+    counter_total = sum(
+        point["value"]
+        for doc in json_objects(result.stdout)
+        for resource in doc.get("resource_metrics", ())
+        for scope in resource["scope_metrics"]
+        for metric in scope["metrics"]
+        if metric["name"] == "gen_ai.client.cost"
+        for point in metric["data"]["data_points"]
+    )
+    assert counter_total == pytest.approx(span_total, rel=1e-9)
+
+    assert result.stderr.count("LLM SPEND SUMMARY") == 1
+    printed = re.search(r"Total cost:\s+\$([0-9.]+)", result.stderr)
+    assert printed is not None, result.stderr
+    assert float(printed.group(1)) == pytest.approx(round(span_total, 6), abs=1e-9)
+    assert re.search(r"Total requests:\s+8\b", result.stderr)
+    assert re.search(r"Unpriced calls:\s+1\b", result.stderr)
+
+
+def test_disabled_instrumentation_makes_no_spans() -> None:
+    result = run_demo(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="spendmeter")
+
+    assert result.returncode == 0, result.stderr
+    assert llm_spans(result.stdout) == []
+
+
+def test_bad_pricing_file_is_reported_at_start_up_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-prices.yaml"
+    result = run_demo(SPENDMETER_PRICING_FILE=str(missing))
+
+    # opentelemetry-instrument reports a failed instrumentor and lets the app run untraced:
+    # a telemetry misconfiguration must not take the app down.
+    assert result.returncode == 0
+    assert f"pricing file '{missing}': file not found" in result.stderr
+    assert llm_spans(result.stdout) == []
