@@ -10,6 +10,12 @@ $(BIN)/activate: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(BIN)/activate
 
+# The ops tests run a real Prometheus; this installs it from Debian's packages once (skipped
+# when promtool and prometheus are already on PATH).
+.PHONY: prometheus
+prometheus:
+	bash scripts/install-prometheus.sh
+
 .PHONY: demo test lint
 demo: $(BIN)/activate
 	OTEL_SERVICE_NAME=spendmeter-demo \
@@ -18,7 +24,7 @@ demo: $(BIN)/activate
 	OTEL_LOGS_EXPORTER=none \
 	$(BIN)/opentelemetry-instrument $(BIN)/python examples/demo.py
 
-test: $(BIN)/activate
+test: $(BIN)/activate prometheus
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

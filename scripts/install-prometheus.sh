@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs Prometheus and promtool from Debian's packages, for tests/test_ops_prometheus.py.
-# Idempotent: does nothing when promtool is already on PATH. Needs root (CI runs as root).
+# Idempotent: does nothing when promtool is already on PATH. Needs root or sudo (CI runs as root).
 # The package's service must not start: the tests run their own Prometheus on loopback.
 set -euo pipefail
 
 if command -v promtool >/dev/null && command -v prometheus >/dev/null; then
     exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    exec sudo "$0" "$@"
 fi
 
 # Debian's invoke-rc.d asks /usr/sbin/policy-rc.d whether to start a package's service; exit
