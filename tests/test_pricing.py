@@ -549,6 +549,44 @@ def test_per_call_token_pricing_equals_litellm() -> None:
     assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
 
 
+def test_for_call_puts_the_users_override_before_per_call_pricing() -> None:
+    resolver = PriceResolver({"gpt-4o-mini": {"input_cost_per_token": 1e-5}})
+    params = {"model": "gpt-4o-mini", "input_cost_per_token": 1, "output_cost_per_token": 1}
+
+    price = resolver.for_call("gpt-4o-mini", "openai", params)
+
+    assert price is not None
+    assert (price.source, price.rates.input) == ("override", 1e-5)
+
+
+def test_for_call_takes_per_call_pricing_before_litellms_map() -> None:
+    params = {"model": "gpt-4o-mini", "input_cost_per_token": 2e-6, "output_cost_per_token": 4e-6}
+
+    price = PriceResolver().for_call("gpt-4o-mini", "openai", params)
+
+    assert price is not None
+    assert (price.rates.input, price.rates.output) == (2e-6, 4e-6)
+
+
+def test_for_call_prices_the_model_that_answered_first_as_litellm_does() -> None:
+    usage = Usage(prompt_tokens=1000, completion_tokens=100, total_tokens=1100)
+    answered = response("gpt-4o-2024-05-13", usage)
+
+    price = PriceResolver().for_call("gpt-4o", "openai", {}, response_model=answered.model)
+
+    assert price is not None
+    assert price.model == "gpt-4o-2024-05-13"
+    expected = litellm.completion_cost(completion_response=answered, model=None)
+    assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
+
+
+def test_for_call_falls_back_to_the_model_asked_for() -> None:
+    price = PriceResolver().for_call("gpt-4o-mini", "openai", {}, response_model="no-such-model")
+
+    assert price is not None
+    assert price.model == "gpt-4o-mini"
+
+
 def test_per_call_per_second_pricing() -> None:
     price = PriceResolver().per_call({"model": "m", "input_cost_per_second": 0.01})
 

@@ -458,6 +458,24 @@ class PriceResolver:
             resolved = self._resolved[key] = self._resolve(model, provider)
         return resolved.price
 
+    def for_call(
+        self,
+        model: str,
+        provider: str | None,
+        params: Mapping[str, object],
+        response_model: str | None = None,
+    ) -> Price | None:
+        """The price of one call, in DESIGN.md's order: the user's override for ``model``;
+        then LiteLLM: the call's own custom pricing, the map's price for the model that
+        answered (what ``completion_cost`` prices first), then for the model asked for.
+        """
+        if self._override_name(model, provider) is not None:
+            return self.resolve(model, provider)
+        price = self.per_call(params)
+        if price is None and response_model and response_model != model:
+            price = self.resolve(response_model, provider)
+        return price or self.resolve(model, provider)
+
     def per_call(self, kwargs: Mapping[str, object]) -> Price | None:
         """The price given to this very call, as in ``completion(..., input_cost_per_token=...)``.
 
