@@ -16,6 +16,7 @@ A bad value raises :class:`ConfigError` naming the variable and the value.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,6 +77,20 @@ def _float(name: str, raw: str) -> float:
         raise ConfigError(name, raw, "a number") from None
 
 
+def _usd(name: str, raw: str) -> float:
+    value = _float(name, raw)
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(name, raw, "a finite number of USD >= 0")
+    return value
+
+
+def _fractions(name: str, raw: str) -> tuple[float, ...]:
+    values = tuple(_float(name, part) for part in _names(raw))
+    if not values or not all(0 < value <= 1 for value in values):
+        raise ConfigError(name, raw, "a comma list of fractions of the budget in (0, 1]")
+    return values
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
     raw = env.get(name, default)
     value = raw.strip().lower() or default
@@ -92,15 +107,13 @@ def _budget(env: Mapping[str, str]) -> BudgetSettings | None:
     raw = env.get(BUDGET_USD, "").strip()
     if not raw:
         return None
+    # Checked here as BudgetSpanProcessor would check them, so that the error names the
+    # variable and comes before LiteLLM is patched.
     thresholds_raw = env.get(BUDGET_THRESHOLDS, "").strip()
-    thresholds = (
-        tuple(_float(BUDGET_THRESHOLDS, part) for part in _names(thresholds_raw))
-        if thresholds_raw
-        else None
-    )
+    thresholds = _fractions(BUDGET_THRESHOLDS, thresholds_raw) if thresholds_raw else None
     window = _choice(env, BUDGET_WINDOW, BUDGET_WINDOWS, "none")
     return BudgetSettings(
-        budget=_float(BUDGET_USD, raw),
+        budget=_usd(BUDGET_USD, raw),
         raise_on_budget=_choice(env, BUDGET_ACTION, BUDGET_ACTIONS, "alert") == "raise",
         thresholds=thresholds,
         window=None if window == "none" else window,

@@ -1,0 +1,583 @@
+"""Budgets end to end: ``BudgetSpanProcessor`` fed by real LiteLLM calls through the instrumentor.
+
+Every pipeline here registers its exporter *after* the budget processor, so each test also
+shows that a budget never takes a span from the processors after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import litellm
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import StatusCode
+
+from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import semconv as sc
+from spendmeter.config import ConfigError
+from tests.conftest import MESSAGES, FakeProvider, Telemetry
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_MODEL = "fakellm/fake-model"
+FAKE_PRICES = {FAKE_MODEL: {"input_cost_per_token": 1e-3, "output_cost_per_token": 2e-3}}
+ANSWER = "Spend adds up one token at a time."
+BUDGET_LOGGER = "spendmeter.budget"
+
+
+def fake_call_cost(provider: FakeProvider) -> float:
+    """What one call to the fake provider costs at ``FAKE_PRICES``."""
+    assert provider.usage is not None
+    prices = FAKE_PRICES[FAKE_MODEL]
+    return (
+        provider.usage["prompt_tokens"] * prices["input_cost_per_token"]
+        + provider.usage["completion_tokens"] * prices["output_cost_per_token"]
+    )
+
+
+def ask_fake(**kwargs: Any) -> Any:
+    return litellm.completion(model=FAKE_MODEL, messages=MESSAGES, **kwargs)
+
+
+def ask_mocked(**kwargs: Any) -> Any:
+    kwargs.setdefault("mock_response", ANSWER)
+    return litellm.completion(model="gpt-4o-mini", messages=MESSAGES, **kwargs)
+
+
+def cost_of(span: ReadableSpan) -> float:
+    return span.attributes[sc.GEN_AI_USAGE_COST]
+
+
+def threshold_events(span: ReadableSpan) -> list[float]:
+    return [
+        event.attributes[sc.SPENDMETER_BUDGET_FRACTION]
+        for event in span.events
+        if event.name == sc.EVENT_BUDGET_THRESHOLD
+    ]
+
+
+def assert_refused(span: ReadableSpan) -> None:
+    assert span.attributes[sc.ERROR_TYPE] == "BudgetExceededError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert sc.GEN_AI_USAGE_COST not in span.attributes
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in span.attributes
+
+
+class Recorder:
+    """The budget's callbacks, as they were called."""
+
+    def __init__(self) -> None:
+        self.thresholds: list[tuple[float, float]] = []
+        self.exceeded: list[float] = []
+
+    def on_threshold(self, fraction: float, processor: BudgetSpanProcessor) -> None:
+        self.thresholds.append((fraction, processor.total_cost))
+
+    def on_budget_exceeded(self, processor: BudgetSpanProcessor) -> None:
+        self.exceeded.append(processor.total_cost)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def budgeted(recorder: Recorder) -> Iterator[Any]:
+    """``budgeted(budget, sampler=..., **processor_options)``: an instrumented LiteLLM whose
+    tracer provider holds the budget processor first and an in-memory exporter after it."""
+    made: list[tuple[LiteLLMInstrumentor, Telemetry]] = []
+
+    def _budgeted(
+        budget: float, *, sampler: Any = None, **options: Any
+    ) -> tuple[BudgetSpanProcessor, Telemetry]:
+        reader = InMemoryMetricReader()
+        meter_provider = MeterProvider(metric_readers=[reader])
+        tracer_provider = TracerProvider(sampler=sampler)  # None: the SDK default
+        processor = BudgetSpanProcessor(
+            budget,
+            on_threshold=recorder.on_threshold,
+            on_budget_exceeded=recorder.on_budget_exceeded,
+            meter_provider=meter_provider,
+            **options,
+        )
+        tracer_provider.add_span_processor(processor)
+        exporter = InMemorySpanExporter()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        instrumentor = LiteLLMInstrumentor()
+        instrumentor.instrument(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, pricing=FAKE_PRICES
+        )
+        telemetry = Telemetry(exporter, reader, tracer_provider, meter_provider)
+        made.append((instrumentor, telemetry))
+        return processor, telemetry
+
+    yield _budgeted
+    for instrumentor, telemetry in made:
+        instrumentor.uninstrument()
+        telemetry.tracer_provider.shutdown()  # shuts the budget down: it stops listening
+        telemetry.meter_provider.shutdown()
+
+
+# --- spend is counted for every call ------------------------------------------------------
+
+
+async def test_spend_is_counted_for_every_priced_call_when_no_trace_is_sampled(
+    budgeted: Any,
+) -> None:
+    processor, telemetry = budgeted(1.0, sampler=ALWAYS_OFF)
+
+    responses = [
+        ask_mocked(),
+        ask_mocked(mock_response="A longer answer, so that this call costs more than the first."),
+        await litellm.acompletion(model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER),
+        litellm.embedding(model="text-embedding-3-small", input=["spend"], mock_response=[0.1]),
+    ]
+
+    expected = math.fsum(litellm.completion_cost(completion_response=r) for r in responses)
+    assert expected > 0
+    assert telemetry.spans() == []
+    assert processor.request_count == 4
+    assert processor.total_cost == pytest.approx(expected, rel=1e-12)
+    assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_hard_stop_holds_when_no_trace_is_sampled(
+    budgeted: Any, fake_provider: FakeProvider
+) -> None:
+    cost = fake_call_cost(fake_provider)
+    processor, telemetry = budgeted(1.5 * cost, sampler=ALWAYS_OFF, raise_on_budget=True)
+
+    ask_fake()
+    with pytest.raises(BudgetExceededError) as crossed:
+        ask_fake()
+    with pytest.raises(BudgetExceededError) as refused:
+        ask_fake()
+
+    assert crossed.value.response is not None
+    assert refused.value.response is None
+    assert fake_provider.requests == 2
+    assert processor.total_cost == pytest.approx(2 * cost)
+    assert telemetry.spans() == []
+
+
+# --- the hard stop ------------------------------------------------------------------------
+
+
+async def test_the_crossing_call_raises_with_its_response_then_later_calls_never_leave(
+    budgeted: Any, fake_provider: FakeProvider
+) -> None:
+    cost = fake_call_cost(fake_provider)
+    processor, telemetry = budgeted(2.5 * cost, raise_on_budget=True)
+
+    ask_fake()
+    ask_fake()
+    with pytest.raises(BudgetExceededError) as crossed:
+        ask_fake()
+    # The crossing call's span reached the exporter, cost and all, before the error did.
+    spans_when_caught = telemetry.spans()
+
+    stop = crossed.value
+    assert fake_provider.requests == 3
+    assert len(spans_when_caught) == 3
+    crossing_span = spans_when_caught[-1]
+    assert cost_of(crossing_span) == pytest.approx(cost, rel=1e-12)
+    assert crossing_span.status.status_code is StatusCode.UNSET
+    assert isinstance(stop.response, litellm.ModelResponse)
+    assert stop.response.choices[0].message.content == "ok"
+    assert stop.response.id == crossing_span.attributes[sc.GEN_AI_RESPONSE_ID]
+    assert stop.response.usage.prompt_tokens == fake_provider.usage["prompt_tokens"]
+    assert stop.budget == pytest.approx(2.5 * cost)
+    assert stop.total_cost == pytest.approx(3 * cost)
+
+    with pytest.raises(BudgetExceededError) as refused_sync:
+        ask_fake()
+    with pytest.raises(BudgetExceededError) as refused_async:
+        await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
+
+    assert fake_provider.requests == 3  # nothing left the process
+    assert refused_sync.value.response is None
+    assert refused_async.value.response is None
+    spans = telemetry.spans()
+    assert len(spans) == 5
+    for span in spans[3:]:
+        assert_refused(span)
+    assert processor.request_count == 3
+    assert processor.total_cost == pytest.approx(3 * cost)
+    # No metric point was lost when the budget tripped.
+    assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(processor.total_cost)
+
+
+def test_a_stream_that_crosses_the_budget_is_delivered_whole_then_the_next_call_is_refused(
+    budgeted: Any, fake_provider: FakeProvider
+) -> None:
+    processor, telemetry = budgeted(1e-9, raise_on_budget=True)
+
+    stream = ask_mocked(stream=True, stream_options={"include_usage": True})
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+    assert text == ANSWER
+    assert processor.budget_exceeded
+    (span,) = telemetry.spans()
+    assert cost_of(span) == pytest.approx(processor.total_cost, rel=1e-12)
+    assert threshold_events(span) == [0.5, 0.8, 1.0]
+    with pytest.raises(BudgetExceededError) as refused:
+        ask_fake()
+    assert refused.value.response is None
+    assert fake_provider.requests == 0
+    assert_refused(telemetry.spans()[-1])
+
+
+async def test_an_async_stream_that_crosses_the_budget_is_delivered_whole(
+    budgeted: Any, fake_provider: FakeProvider
+) -> None:
+    processor, telemetry = budgeted(1e-9, raise_on_budget=True)
+
+    stream = await litellm.acompletion(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        mock_response=ANSWER,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text = "".join(
+        [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+    )
+
+    assert text == ANSWER
+    assert processor.budget_exceeded
+    assert cost_of(telemetry.span()) == pytest.approx(processor.total_cost, rel=1e-12)
+    with pytest.raises(BudgetExceededError):
+        await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
+    assert fake_provider.requests == 0
+
+
+# --- alerts -------------------------------------------------------------------------------
+
+
+def test_each_threshold_alerts_once_through_callback_log_span_event_and_gauges(
+    budgeted: Any,
+    fake_provider: FakeProvider,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cost = fake_call_cost(fake_provider)
+    budget = 0.1
+    assert 2 * cost >= 0.5 * budget > cost and 4 * cost > budget > 3 * cost  # the plan below
+    processor, telemetry = budgeted(budget)
+
+    with caplog.at_level(logging.WARNING, logger=BUDGET_LOGGER):
+        responses = [ask_fake() for _ in range(6)]
+
+    assert all(response.choices[0].message.content == "ok" for response in responses)
+    spans = telemetry.spans()
+    assert [threshold_events(span) for span in spans] == [[], [0.5], [], [0.8, 1.0], [], []]
+    assert recorder.thresholds == [
+        (0.5, pytest.approx(2 * cost)),
+        (0.8, pytest.approx(4 * cost)),
+        (1.0, pytest.approx(4 * cost)),
+    ]
+    assert recorder.exceeded == [pytest.approx(4 * cost)]
+    warnings = [r.getMessage() for r in caplog.records if r.name == BUDGET_LOGGER]
+    assert len(warnings) == 4
+    assert [re.findall(r"reached (\d+)%", warning) for warning in warnings[:3]] == [
+        ["50"],
+        ["80"],
+        ["100"],
+    ]
+    assert "exceeds" in warnings[-1]
+    event = next(e for e in spans[1].events if e.name == sc.EVENT_BUDGET_THRESHOLD)
+    assert event.attributes[sc.SPENDMETER_BUDGET_SPENT] == pytest.approx(2 * cost)
+    assert event.attributes[sc.SPENDMETER_BUDGET_LIMIT] == budget
+
+    (spent,) = telemetry.points(sc.METRIC_BUDGET_SPENT)
+    (limit,) = telemetry.points(sc.METRIC_BUDGET_LIMIT)
+    assert spent.value == pytest.approx(processor.total_cost, rel=1e-12)
+    assert processor.total_cost == pytest.approx(6 * cost)
+    assert limit.value == budget
+    assert spent.attributes[sc.SPENDMETER_BUDGET_NAME] == processor.name
+
+
+# --- concurrency --------------------------------------------------------------------------
+
+
+def assert_raced_past_the_budget_exactly(
+    processor: BudgetSpanProcessor,
+    telemetry: Telemetry,
+    recorder: Recorder,
+    stops: list[BudgetExceededError],
+    workers: int,
+) -> None:
+    """Every worker ended on one ``BudgetExceededError``; check the books balance."""
+    spans = telemetry.spans()
+    priced = [span for span in spans if sc.GEN_AI_USAGE_COST in span.attributes]
+    refused = [span for span in spans if sc.ERROR_TYPE in span.attributes]
+    assert len(priced) + len(refused) == len(spans)
+    assert len(stops) == workers
+    # One call crossed the budget and kept its response; every other worker was refused.
+    assert sum(stop.response is not None for stop in stops) == 1
+    assert len(refused) == workers - 1
+    for span in refused:
+        assert_refused(span)
+
+    spent = math.fsum(cost_of(span) for span in priced)
+    assert processor.request_count == len(priced)
+    assert processor.total_cost == pytest.approx(spent, rel=1e-9)
+    assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(spent, rel=1e-9)
+    # Overshoot: only calls already in flight when the budget was passed, at most one a worker.
+    most = max(cost_of(span) for span in priced)
+    assert processor.budget < processor.total_cost <= processor.budget + workers * most
+
+    assert sorted(fraction for fraction, _ in recorder.thresholds) == [0.5, 0.8, 1.0]
+    assert len(recorder.exceeded) == 1
+    events = sorted(fraction for span in spans for fraction in threshold_events(span))
+    assert events == [0.5, 0.8, 1.0]
+
+
+def unit_cost() -> float:
+    """What one mocked gpt-4o-mini call costs, from LiteLLM's own price map."""
+    return litellm.completion_cost(
+        completion_response=litellm.completion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER
+        )
+    )
+
+
+def test_sixteen_threads_racing_past_the_budget(budgeted: Any, recorder: Recorder) -> None:
+    workers = 16
+    processor, telemetry = budgeted(200.5 * unit_cost(), raise_on_budget=True)
+    start = threading.Barrier(workers)
+    stops: list[BudgetExceededError] = []
+
+    def spend_until_stopped() -> None:
+        start.wait()
+        while True:
+            try:
+                ask_mocked()
+            except BudgetExceededError as stop:
+                stops.append(stop)
+                return
+
+    threads = [threading.Thread(target=spend_until_stopped) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert_raced_past_the_budget_exactly(processor, telemetry, recorder, stops, workers)
+
+
+async def test_five_hundred_tasks_racing_past_the_budget(budgeted: Any, recorder: Recorder) -> None:
+    workers = 500
+    processor, telemetry = budgeted(800.5 * unit_cost(), raise_on_budget=True)
+    stops: list[BudgetExceededError] = []
+
+    async def spend_until_stopped() -> None:
+        while True:
+            try:
+                await litellm.acompletion(
+                    model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER
+                )
+            except BudgetExceededError as stop:
+                stops.append(stop)
+                return
+
+    await asyncio.gather(*(spend_until_stopped() for _ in range(workers)))
+
+    assert_raced_past_the_budget_exactly(processor, telemetry, recorder, stops, workers)
+
+
+# --- budgets per user or per team ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scope", "tag"),
+    [
+        ("user.id", lambda who: {"user": who}),
+        ("spendmeter.metadata.team", lambda who: {"metadata": {"team": who}}),
+    ],
+    ids=["user", "metadata"],
+)
+def test_one_exhausted_scope_value_is_refused_while_another_goes_through(
+    budgeted: Any,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    scope: str,
+    tag: Any,
+) -> None:
+    monkeypatch.setenv("SPENDMETER_METADATA_KEYS", "team")  # read at instrument time
+    cost = fake_call_cost(fake_provider)
+    processor, telemetry = budgeted(1.5 * cost, raise_on_budget=True, scope=scope)
+
+    ask_fake(**tag("search"))
+    with pytest.raises(BudgetExceededError) as crossed:
+        ask_fake(**tag("search"))
+    with pytest.raises(BudgetExceededError) as refused:
+        ask_fake(**tag("search"))
+    assert fake_provider.requests == 2
+    answer = ask_fake(**tag("support"))
+
+    assert answer.choices[0].message.content == "ok"
+    assert fake_provider.requests == 3
+    assert crossed.value.scope == refused.value.scope == "search"
+    assert processor.cost_by_scope == {
+        None: 0.0,
+        "search": pytest.approx(2 * cost),
+        "support": pytest.approx(cost),
+    }
+    refused_span = telemetry.spans()[2]
+    assert_refused(refused_span)
+    assert refused_span.attributes[scope] == "search"
+
+
+# --- zero-code ----------------------------------------------------------------------------
+
+
+def budget_env(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(f"SPENDMETER_BUDGET_{name}", value)
+
+
+def test_budget_variables_install_a_raising_budget(
+    instrument: Any, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cost = fake_call_cost(fake_provider)
+    budget = 2.7 * cost
+    budget_env(monkeypatch, USD=repr(budget), ACTION="raise", THRESHOLDS="0.3,1", WINDOW="day")
+    telemetry = instrument(pricing=FAKE_PRICES)
+
+    ask_fake()
+    ask_fake()
+    with pytest.raises(BudgetExceededError) as crossed:
+        ask_fake()
+    with pytest.raises(BudgetExceededError):
+        ask_fake()
+
+    assert crossed.value.response is not None
+    assert crossed.value.budget == budget
+    assert fake_provider.requests == 3
+    spans = telemetry.spans()
+    # 0.3 and 1.0 as asked, not the default 0.5 and 0.8.
+    assert [threshold_events(span) for span in spans] == [[0.3], [], [1.0], []]
+    assert_refused(spans[-1])
+    (limit,) = telemetry.points(sc.METRIC_BUDGET_LIMIT)
+    assert limit.value == budget
+
+
+def test_budget_variables_install_an_alerting_budget(
+    instrument: Any,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    budget_env(monkeypatch, USD=repr(0.5 * fake_call_cost(fake_provider)), ACTION="alert")
+    telemetry = instrument(pricing=FAKE_PRICES)
+
+    with caplog.at_level(logging.WARNING, logger=BUDGET_LOGGER):
+        for _ in range(3):
+            ask_fake()
+
+    assert fake_provider.requests == 3
+    assert all(sc.ERROR_TYPE not in span.attributes for span in telemetry.spans())
+    warnings = [r.getMessage() for r in caplog.records if r.name == BUDGET_LOGGER]
+    assert sum("exceeds" in warning for warning in warnings) == 1
+    assert sum("reached" in warning for warning in warnings) == 3
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SPENDMETER_BUDGET_USD", "ten"),
+        ("SPENDMETER_BUDGET_USD", "-1"),
+        ("SPENDMETER_BUDGET_USD", "nan"),
+        ("SPENDMETER_BUDGET_ACTION", "stop"),
+        ("SPENDMETER_BUDGET_THRESHOLDS", "0.5,2"),
+        ("SPENDMETER_BUDGET_THRESHOLDS", "half"),
+        ("SPENDMETER_BUDGET_WINDOW", "week"),
+    ],
+)
+def test_a_bad_budget_variable_fails_instrument_naming_it_and_patches_nothing(
+    instrument: Any,
+    providers: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv("SPENDMETER_BUDGET_USD", "1")
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError, match=re.escape(f"{variable}={value!r} is not valid")):
+        instrument()
+
+    ask_mocked()
+    assert providers.spans() == []  # LiteLLM was left as it was
+
+
+def run_instrumented(script: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python <script>`` under ``opentelemetry-instrument``, offline and quiet."""
+    environment = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        **env,
+    }
+    command = [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable]
+    return subprocess.run(
+        [*command, *script],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_demo_app_is_stopped_by_its_budget_under_opentelemetry_instrument() -> None:
+    per_call = unit_cost()  # the demo asks the same question, with the same mocked answer
+    budget = 3.5 * per_call
+
+    done = run_instrumented(
+        ["examples/budget_demo.py"],
+        SPENDMETER_BUDGET_USD=repr(budget),
+        SPENDMETER_BUDGET_ACTION="raise",
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "budget_demo: call 4 crossed the budget; its answer is kept" in done.stdout
+    found = re.search(r"refused after (\d+) calls; spent \$([0-9.]+) of a \$([0-9.]+)", done.stdout)
+    assert found, done.stdout
+    calls, spent, limit = int(found[1]), float(found[2]), float(found[3])
+    assert calls == 4
+    assert spent == pytest.approx(4 * per_call, abs=1e-9)
+    assert limit == pytest.approx(budget, abs=1e-9)
+
+
+def test_a_bad_budget_variable_is_reported_at_start_up_under_opentelemetry_instrument() -> None:
+    app = (
+        "import litellm, wrapt; "
+        "print('patched:', isinstance(litellm.completion, wrapt.ObjectProxy))"
+    )
+
+    done = run_instrumented(["-c", app], SPENDMETER_BUDGET_USD="-1")
+
+    # opentelemetry-instrument logs an instrumentor's error and runs the app uninstrumented.
+    assert "SPENDMETER_BUDGET_USD='-1' is not valid" in done.stderr
+    assert done.stdout.strip() == "patched: False"
