@@ -334,3 +334,14 @@ def test_opentelemetry_instrument_loads_the_spend_summary_exporter(tmp_path: Pat
     lines = result.stderr.splitlines()
     assert "Total cost:     $0.012500" in lines
     assert "Total requests: 1" in lines
+
+
+def test_a_cost_below_a_millionth_is_not_shown_as_zero() -> None:
+    totals = SpendTotals(
+        models=(ModelSpend("text-embedding-3-small", 1, 10, 0, 2e-07, 0),), budgets=()
+    )
+
+    text = render_summary(totals)
+
+    assert "$0.0000002" in text
+    assert "$0.000000 " not in text and not text.rstrip().endswith("$0.000000")

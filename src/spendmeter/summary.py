@@ -259,7 +259,7 @@ def _model_cost_text(model: ModelSpend) -> str:
     if model.cost is None:
         # No priced call: unknown when some went unpriced, nothing billed when all failed.
         return "unpriced" if model.unpriced_calls else "-"
-    text = f"${model.cost:.6f}"
+    text = _usd(model.cost)
     if model.unpriced_calls:
         text += f" +{model.unpriced_calls} unpriced"
     return text
@@ -269,7 +269,15 @@ def _total_cost_text(totals: SpendTotals) -> str:
     total = totals.total_cost
     if total is None and totals.unpriced_calls:
         return "unknown"
-    return f"${total or 0.0:.6f}"
+    return _usd(total or 0.0)
+
+
+def _usd(amount: float) -> str:
+    """Dollars to the millionth; a smaller non-zero amount keeps its digits, never shows $0."""
+    text = f"{amount:.6f}"
+    if amount > 0 and float(text) == 0:
+        text = f"{amount:.12f}".rstrip("0")
+    return f"${text}"
 
 
 def _budget_lines(budgets: tuple[BudgetSpend, ...]) -> list[str]:
