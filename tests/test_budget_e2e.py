@@ -581,3 +581,166 @@ def test_a_bad_budget_variable_is_reported_at_start_up_under_opentelemetry_instr
     # opentelemetry-instrument logs an instrumentor's error and runs the app uninstrumented.
     assert "SPENDMETER_BUDGET_USD='-1' is not valid" in done.stderr
     assert done.stdout.strip() == "patched: False"
+
+
+# --- reservations (reserve=True) ----------------------------------------------------------
+
+
+def fake_worst_case(max_tokens: int) -> float:
+    """The documented reservation: the prompt counted locally, plus max_tokens, at the prices."""
+    prices = FAKE_PRICES[FAKE_MODEL]
+    prompt = litellm.token_counter(model=FAKE_MODEL, messages=MESSAGES)
+    return prompt * prices["input_cost_per_token"] + max_tokens * prices["output_cost_per_token"]
+
+
+def watch_reserved(
+    monkeypatch: pytest.MonkeyPatch, provider: FakeProvider, processor: BudgetSpanProcessor
+) -> list[float]:
+    """What ``processor`` holds back at the moment each request reaches the provider."""
+    seen: list[float] = []
+    answer = provider.completion
+
+    def completion(*args: Any, **kwargs: Any) -> Any:
+        seen.append(processor.reserved)
+        return answer(*args, **kwargs)
+
+    monkeypatch.setattr(provider, "completion", completion)
+    return seen
+
+
+def test_reserve_needs_a_budget_that_raises() -> None:
+    with pytest.raises(ValueError, match="reserve=True needs raise_on_budget=True"):
+        BudgetSpanProcessor(1.0, reserve=True)
+
+
+def test_a_call_whose_worst_case_does_not_fit_is_refused_before_it_is_sent(
+    budgeted: Any, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cost, worst = fake_call_cost(fake_provider), fake_worst_case(20)
+    budget = 0.09
+    assert cost + worst <= budget < 2 * cost + worst  # the plan below
+    processor, telemetry = budgeted(budget, raise_on_budget=True, reserve=True)
+    reserved_in_flight = watch_reserved(monkeypatch, fake_provider, processor)
+
+    ask_fake(max_tokens=20)
+    ask_fake(max_tokens=20)
+    with pytest.raises(BudgetExceededError, match=r"may cost up to \$0\.053000") as refused:
+        ask_fake(max_tokens=20)
+
+    assert fake_provider.requests == 2
+    assert reserved_in_flight == [pytest.approx(worst), pytest.approx(worst)]
+    assert refused.value.response is None
+    assert refused.value.total_cost == pytest.approx(2 * cost)
+    assert processor.reserved == 0
+    assert not processor.budget_exceeded  # spend never passed the budget
+    assert_refused(telemetry.spans()[-1])
+
+    # A tighter max_tokens is a smaller worst case, which still fits.
+    assert 2 * cost + fake_worst_case(5) <= budget
+    ask_fake(max_tokens=5)
+    assert fake_provider.requests == 3
+    assert processor.total_cost == pytest.approx(3 * cost)
+    assert processor.total_cost <= budget
+
+
+def test_a_failed_call_gives_back_its_reservation(
+    budgeted: Any, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worst = fake_worst_case(20)
+    processor, _ = budgeted(1.5 * worst, raise_on_budget=True, reserve=True)
+
+    def provider_down(*args: Any, **kwargs: Any) -> Any:
+        raise litellm.ServiceUnavailableError("provider down", "fakellm", "fake-model")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fake_provider, "completion", provider_down)
+        with pytest.raises(litellm.ServiceUnavailableError):
+            ask_fake(max_tokens=20)
+
+    assert processor.reserved == 0
+    answer = ask_fake(max_tokens=20)  # would not fit beside a leaked reservation
+    assert answer.choices[0].message.content == "ok"
+
+
+def test_a_stream_holds_its_reservation_until_it_ends(budgeted: Any) -> None:
+    processor, _ = budgeted(1.0, raise_on_budget=True, reserve=True)
+
+    def stream() -> Any:
+        return ask_mocked(stream=True, stream_options={"include_usage": True}, max_tokens=50)
+
+    whole = stream()
+    next(whole)
+    assert processor.reserved > 0
+    for _chunk in whole:
+        pass
+    assert processor.reserved == 0
+
+    cut_short = stream()
+    next(cut_short)
+    cut_short.close()
+    assert processor.reserved == 0
+    assert processor.request_count == 2
+
+
+def test_a_reservation_is_given_back_when_a_later_budget_refuses_the_call(
+    budgeted: Any, fake_provider: FakeProvider
+) -> None:
+    reserving, telemetry = budgeted(1.0, raise_on_budget=True, reserve=True)
+    stopping = BudgetSpanProcessor(0.0, raise_on_budget=True)  # hears of calls after the first
+    telemetry.tracer_provider.add_span_processor(stopping)  # shut down with the provider
+
+    with pytest.raises(BudgetExceededError):  # passes the $0 budget
+        ask_fake(max_tokens=20)
+    with pytest.raises(BudgetExceededError):  # admitted by the first budget, refused by this one
+        ask_fake(max_tokens=20)
+
+    assert fake_provider.requests == 1
+    assert reserving.reserved == 0
+    assert reserving.request_count == 1
+
+
+def test_calls_whose_cost_has_no_bound_are_not_held_back(
+    budgeted: Any, fake_provider: FakeProvider
+) -> None:
+    processor, _ = budgeted(0.0, raise_on_budget=True, reserve=True)
+
+    litellm.completion(model="fakellm/unpriced-model", messages=MESSAGES, max_tokens=20)
+
+    assert fake_provider.requests == 1
+    with pytest.raises(BudgetExceededError, match="may cost up to"):
+        ask_fake(max_tokens=20)
+    assert processor.request_count == 1
+
+
+def test_sixteen_threads_racing_with_reservations_never_overspend(
+    budgeted: Any, recorder: Recorder
+) -> None:
+    workers = 16
+    processor, telemetry = budgeted(100 * unit_cost(), raise_on_budget=True, reserve=True)
+    start = threading.Barrier(workers)
+    stops: list[BudgetExceededError] = []
+
+    def spend_until_refused() -> None:
+        start.wait()
+        while True:
+            try:
+                ask_mocked(max_tokens=20)  # a mocked answer is 20 tokens: the worst case is real
+            except BudgetExceededError as stop:
+                stops.append(stop)
+                return
+
+    threads = [threading.Thread(target=spend_until_refused) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(stops) == workers
+    assert all(stop.response is None for stop in stops)  # every stop came before a request
+    priced = [span for span in telemetry.spans() if sc.GEN_AI_USAGE_COST in span.attributes]
+    assert processor.request_count == len(priced) > 0
+    assert processor.total_cost == pytest.approx(math.fsum(map(cost_of, priced)), rel=1e-9)
+    assert processor.total_cost <= processor.budget
+    assert not processor.budget_exceeded
+    assert processor.reserved == 0
+    assert recorder.exceeded == []

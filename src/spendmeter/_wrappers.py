@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from spendmeter import _attributes, _listeners
 from spendmeter import semconv as sc
+from spendmeter._estimate import worst_case_cost
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
 from spendmeter.metrics import Instruments
@@ -233,13 +234,32 @@ class Call:
         """Ask every budget whether this call may go out; a refusal ends the span as failed."""
         try:
             for listener in _listeners.listeners():
-                listener.before_call(self.attributes)
+                listener.before_call(self.attributes, self)
         except BudgetExceededError as refusal:
             self._ended = True
+            self._tell_failed()  # budgets that admitted it first release what they held
             _guarded("recording a refused call", self._end_refused, refusal)
             raise
         except Exception:
             logger.exception("spendmeter: a budget check failed; the call goes ahead")
+
+    def max_cost(self) -> float | None:
+        """The most this call can cost, for budgets that reserve it before it is sent."""
+        info = self.info
+        operation = info.base[sc.GEN_AI_OPERATION_NAME]
+        return _guarded(
+            "estimating a call's cost",
+            worst_case_cost,
+            self.telemetry.resolver,
+            info.model,
+            info.provider,
+            operation,
+            self.params,
+        )
+
+    def _tell_failed(self) -> None:
+        for listener in _listeners.listeners():
+            _guarded("releasing a reservation", listener.call_failed, self.attributes, self)
 
     def _end_refused(self, refusal: BudgetExceededError) -> None:
         self.span.set_attribute(sc.ERROR_TYPE, _attributes.error_type(refusal))
@@ -251,6 +271,7 @@ class Call:
         if self._ended:
             return
         self._ended = True
+        self._tell_failed()
         _guarded("recording a failed call", self._record_failure, error)
 
     def _record_failure(self, error: BaseException) -> None:
@@ -366,7 +387,7 @@ class Call:
         with trace.use_span(self.span, end_on_exit=False):
             for listener in listeners:
                 try:
-                    listener.after_call(self.attributes, cost)
+                    listener.after_call(self.attributes, cost, self)
                 except BudgetExceededError as exceeded:
                     first = first or exceeded
                 except Exception:

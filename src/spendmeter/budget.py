@@ -17,6 +17,10 @@ Semantics:
 - ``scope`` names a call attribute (e.g. ``user.id``); each of its values gets its own ledger
   with the full ``budget``. Calls without the attribute share one unscoped ledger that has the
   same budget: leaving the attribute out must not be a way around the cap.
+- ``reserve=True`` holds back each call's worst-case cost (``spendmeter._estimate``) from the
+  moment it is admitted until its cost is known or it fails, and refuses a call that cannot
+  fit in what is neither spent nor held back. A reservation is released from the ledger it
+  was taken from, so one that outlives its window never touches the next.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 
 from spendmeter import _listeners, config
 from spendmeter import semconv as sc
+from spendmeter._listeners import CallRequest
 from spendmeter.errors import BudgetExceededError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +76,7 @@ class _Ledger:
     cost_by_model: dict[str, float] = field(default_factory=dict)
     fired: set[float] = field(default_factory=set)
     exceeded: bool = False
+    reserved: float = 0.0  # worst-case cost of admitted calls still in flight
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,11 @@ class BudgetSpanProcessor(SpanProcessor):
     gauges let an alert rule watch the same numbers. ``on_budget_exceeded(processor)`` fires once
     when spend passes the budget. With ``raise_on_budget=True`` the call that passes the budget
     raises ``BudgetExceededError`` carrying its response, and every later call is refused before
-    it leaves the process. A callback that raises is logged and ignored.
+    it leaves the process. ``reserve=True`` (with ``raise_on_budget=True``) also refuses, before
+    it is sent, a call whose worst-case cost does not fit in what is left: its prompt counted
+    locally plus ``max_tokens`` (else the model's maximum output) at the model's prices. Calls
+    whose cost has no bound (unpriced, priced per second) are not held back. A callback that
+    raises is logged and ignored.
 
     Call ``shutdown()`` (or shut down the ``TracerProvider`` it was added to) to detach it.
     """
@@ -110,6 +120,7 @@ class BudgetSpanProcessor(SpanProcessor):
         name: str = "default",
         meter_provider: MeterProvider | None = None,
         clock: Callable[[], datetime] | None = None,
+        reserve: bool = False,
     ) -> None:
         self._budget = _checked_budget(budget)
         self._thresholds = _checked_thresholds(thresholds)
@@ -120,11 +131,15 @@ class BudgetSpanProcessor(SpanProcessor):
         self._on_threshold = _checked_callback("on_threshold", on_threshold)
         self._clock = _checked_callback("clock", clock) or _utc_now
         self._raise_on_budget = bool(raise_on_budget)
+        self._reserve = bool(reserve)
+        if self._reserve and not self._raise_on_budget:
+            raise ValueError("reserve=True needs raise_on_budget=True: only it refuses calls")
 
         self._lock = threading.Lock()
         self._window_start = _window_start(self._window, self._now())
         self._ledgers: dict[str | None, _Ledger] = {None: _Ledger()}
         self._history: deque[CallRecord] = deque(maxlen=HISTORY_SIZE)
+        self._reservations: dict[CallRequest, tuple[_Ledger, float]] = {}
 
         self._gauges = _GaugeFeed.for_meter(
             (meter_provider or metrics.get_meter_provider()).get_meter("spendmeter")
@@ -160,6 +175,10 @@ class BudgetSpanProcessor(SpanProcessor):
     @property
     def raise_on_budget(self) -> bool:
         return self._raise_on_budget
+
+    @property
+    def reserve(self) -> bool:
+        return self._reserve
 
     @property
     def window(self) -> str | None:
@@ -210,6 +229,12 @@ class BudgetSpanProcessor(SpanProcessor):
             return ledger.spent if ledger else 0.0
 
     @property
+    def reserved(self) -> float:
+        """USD held back for calls in flight (``reserve=True``), across every scope value."""
+        with self._current():
+            return math.fsum(ledger.reserved for ledger in self._ledgers.values())
+
+    @property
     def budget_exceeded(self) -> bool:
         """Whether spend has passed the budget in the current window (for any scope value)."""
         with self._current():
@@ -226,22 +251,30 @@ class BudgetSpanProcessor(SpanProcessor):
         with self._lock:
             self._ledgers = {None: _Ledger()}
             self._history.clear()
+            self._reservations.clear()
 
     # --- the spend feed (spendmeter._listeners.SpendListener) -----------------------------
 
-    def before_call(self, attributes: Mapping[str, Any]) -> None:
-        """Refuse the call if its ledger is past the budget and ``raise_on_budget`` is set."""
+    def before_call(
+        self, attributes: Mapping[str, Any], request: CallRequest | None = None
+    ) -> None:
+        """Refuse the call if its ledger is past the budget and ``raise_on_budget`` is set, or,
+        with ``reserve``, if its worst-case cost does not fit; else hold that cost back."""
         if not self._raise_on_budget:
             return
         scope = self._scope_of(attributes)
+        # Estimated outside the lock: counting a prompt's tokens takes a while.
+        estimate = request.max_cost() if self._reserve and request is not None else None
         with self._current():
             ledger = self._ledgers.get(scope)
-            if ledger is None or not ledger.exceeded:
-                return
-            spent = ledger.spent
-        raise BudgetExceededError(self._budget, spent, scope=scope)
+            if ledger is not None and ledger.exceeded:
+                raise BudgetExceededError(self._budget, ledger.spent, scope=scope)
+            if request is not None and estimate is not None:
+                self._hold(scope, request, estimate)
 
-    def after_call(self, attributes: Mapping[str, Any], cost: float | None) -> None:
+    def after_call(
+        self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest | None = None
+    ) -> None:
         """Count a finished call; raise ``BudgetExceededError`` if it passed a raising budget."""
         scope = self._scope_of(attributes)
         model = str(
@@ -251,11 +284,17 @@ class BudgetSpanProcessor(SpanProcessor):
         )
         now = self._now()
         with self._current(now):
+            self._release(request)
             crossings = self._record(scope, model, cost)
             self._history.append(CallRecord(now, model, cost, scope))
         self._announce(crossings)
         if crossings.exceeded and self._raise_on_budget:
             raise BudgetExceededError(self._budget, crossings.spent, scope=scope)
+
+    def call_failed(self, attributes: Mapping[str, Any], request: CallRequest) -> None:
+        """Release what was held back for a call that ended without a response."""
+        with self._lock:
+            self._release(request)
 
     # --- SpanProcessor: on_start and on_end stay the SDK's no-ops -------------------------
 
@@ -288,6 +327,32 @@ class BudgetSpanProcessor(SpanProcessor):
             return None
         value = attributes.get(self._scope)
         return None if value is None else str(value)
+
+    def _hold(self, scope: str | None, request: CallRequest, estimate: float) -> None:
+        """Hold back a call's worst-case cost, or refuse it; the caller holds the lock."""
+        ledger = self._ledgers.setdefault(scope, _Ledger())
+        if _passed(ledger.spent + ledger.reserved + estimate, self._budget):
+            left = max(self._budget - ledger.spent - ledger.reserved, 0.0)
+            where = f" for {self._scope}={scope}" if scope is not None else ""
+            raise BudgetExceededError(
+                self._budget,
+                ledger.spent,
+                scope=scope,
+                reason=(
+                    f"LLM call refused: it may cost up to ${estimate:.6f}, more than the "
+                    f"${left:.6f} left of the budget of ${self._budget:.6f}{where}"
+                ),
+            )
+        ledger.reserved += estimate
+        self._reservations[request] = (ledger, estimate)
+
+    def _release(self, request: CallRequest | None) -> None:
+        """Give back a call's reservation to the ledger it came from; the caller holds the lock."""
+        held = self._reservations.pop(request, None) if request is not None else None
+        if held is not None:
+            ledger, estimate = held
+            # Clamped: float sums and differences need not cancel exactly.
+            ledger.reserved = max(ledger.reserved - estimate, 0.0)
 
     def _record(self, scope: str | None, model: str, cost: float | None) -> _Crossings:
         """Add one call to its ledger; the caller holds the lock."""

@@ -1,0 +1,78 @@
+"""The most one LLM call can cost, known before it is sent: what a reserving budget holds back.
+
+The prompt is counted locally with LiteLLM's tokenizer; the answer is bounded by the call's
+``max_tokens``/``max_completion_tokens`` (else the model's maximum output in LiteLLM's map),
+times ``n``; both are priced as the call will be. It is an estimate, not a guarantee: a local
+token count can differ from the provider's, and cache writes, which some providers charge
+above plain input, are not foreseen. ``None`` when the cost cannot be bounded: no price, a
+price per second, or no limit on the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import litellm
+
+from spendmeter import semconv as sc
+from spendmeter._usage import TokenUsage
+from spendmeter.pricing import PriceResolver, compute_cost
+
+
+def worst_case_cost(
+    resolver: PriceResolver, model: str, provider: str, operation: str, params: Mapping[str, Any]
+) -> float | None:
+    price = resolver.for_call(model, provider, params)
+    if price is None or price.per_second is not None:
+        return None
+    input_tokens = _input_tokens(model, params)
+    output_tokens = (
+        0 if operation == sc.OPERATION_EMBEDDINGS else _output_tokens(model, provider, params)
+    )
+    if input_tokens is None or output_tokens is None:
+        return None
+    usage = TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+    return compute_cost(price, usage).total
+
+
+def _input_tokens(model: str, params: Mapping[str, Any]) -> int | None:
+    messages = params.get("messages")
+    if messages:
+        return litellm.token_counter(
+            model=model,
+            messages=messages,
+            tools=params.get("tools"),
+            tool_choice=params.get("tool_choice"),
+            use_default_image_token_count=True,  # never fetch an image to count its tokens
+        )
+    text = params.get("prompt", params.get("input"))  # text completions, embeddings
+    texts = [text] if isinstance(text, str) else text
+    if isinstance(texts, (list, tuple)) and texts and all(isinstance(item, str) for item in texts):
+        return sum(litellm.token_counter(model=model, text=item) for item in texts)
+    return None
+
+
+def _output_tokens(model: str, provider: str, params: Mapping[str, Any]) -> int | None:
+    limits = [
+        value
+        for value in (params.get("max_tokens"), params.get("max_completion_tokens"))
+        if _is_count(value)
+    ]
+    if limits:
+        limit = max(limits)
+    else:
+        try:
+            limit = litellm.get_model_info(model=model, custom_llm_provider=provider).get(
+                "max_output_tokens"
+            )
+        except Exception:  # LiteLLM raises a bare Exception for an unmapped model
+            return None
+        if not _is_count(limit):
+            return None
+    choices = params.get("n")
+    return limit * (choices if _is_count(choices) and choices > 0 else 1)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
