@@ -3,7 +3,6 @@ negative number out of a malformed one."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import litellm
@@ -272,4 +271,4 @@ def test_no_field_is_ever_negative() -> None:
     found = token_usage(everything_negative)
 
     assert found is not None
-    assert all(value == 0 for value in dataclasses.astuple(found))
+    assert all(value == 0 for value in found)

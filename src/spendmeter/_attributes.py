@@ -27,6 +27,21 @@ _NUMERIC_REQUEST_PARAMS: tuple[tuple[str, str], ...] = (
     ("presence_penalty", sc.GEN_AI_REQUEST_PRESENCE_PENALTY),
     ("seed", sc.GEN_AI_REQUEST_SEED),
 )
+# Every argument request_attributes reads but content: most calls give none of them.
+_OPTIONAL_PARAMS = frozenset(
+    (
+        *(name for name, _ in _NUMERIC_REQUEST_PARAMS),
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stop",
+        "encoding_format",
+        "user",
+        "metadata",
+        "api_base",
+        "base_url",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +60,22 @@ class Operation:
         params = dict(zip(self.positional, args, strict=False))  # *args may run past them
         params.update(kwargs)
         return params
+
+
+def field(source: Any, name: str) -> Any:
+    """``getattr(source, name, None)``, fast on LiteLLM's pydantic objects.
+
+    LiteLLM keeps most fields of stream chunks, choices and deltas as pydantic "extra"
+    fields, which attribute access reaches through pydantic's ``__getattr__``: a microsecond,
+    two when the field is missing (it raises). This reads the instance's dicts instead.
+    """
+    fields = getattr(source, "__dict__", None)
+    if fields is not None and name in fields:
+        return fields[name]
+    extra = getattr(source, "__pydantic_extra__", None)
+    if extra is not None:
+        return extra.get(name)
+    return getattr(source, name, None)
 
 
 def _number(value: Any) -> int | float | None:
@@ -84,6 +115,8 @@ def request_attributes(
 ) -> Attributes:
     """Optional request attributes: sampling parameters, user, metadata, server, content."""
     attributes: Attributes = {}
+    if not capture_content and params.keys().isdisjoint(_OPTIONAL_PARAMS):
+        return attributes
     for name, key in _NUMERIC_REQUEST_PARAMS:
         value = _number(params.get(name))
         if value is not None:

@@ -15,8 +15,9 @@ from typing import Any
 import wrapt
 
 from spendmeter import semconv as sc
+from spendmeter._attributes import field
 from spendmeter._usage import TokenUsage, token_usage
-from spendmeter._wrappers import Call
+from spendmeter._wrappers import Call, guarded
 from spendmeter.errors import BudgetExceededError
 
 logger = logging.getLogger("spendmeter")
@@ -45,19 +46,19 @@ class _Seen:
     def observe(self, chunk: Any) -> None:
         if self.first_chunk_at is None:
             self.first_chunk_at = time.perf_counter()
-            self.response_id = getattr(chunk, "id", None)
-            self.response_model = getattr(chunk, "model", None)
+            self.response_id = field(chunk, "id")
+            self.response_model = field(chunk, "model")
         # LiteLLM only sets `usage` on a chunk that carries it (the final one).
-        usage = getattr(chunk, "usage", None)
+        usage = field(chunk, "usage")
         if usage is not None:
             self.usage = usage
-        for choice in getattr(chunk, "choices", None) or ():
-            delta = getattr(choice, "delta", None)
-            source = delta if delta is not None else choice  # text completions have no delta
-            text = getattr(source, "content", None) or getattr(source, "text", None)
+        for choice in field(chunk, "choices") or ():
+            delta = field(choice, "delta")
+            # Text completions stream choices with a `text` and no delta.
+            text = field(choice, "text") if delta is None else field(delta, "content")
             if text:
                 self.texts.append(text)
-            reason = getattr(choice, "finish_reason", None)
+            reason = field(choice, "finish_reason")
             if reason:
                 self.finish_reasons.append(str(reason))
 
@@ -84,7 +85,10 @@ class TracedStream(wrapt.ObjectProxy):
         except BaseException as error:
             self._self_finish(error)
             raise
-        self._self_observe(chunk)
+        try:
+            self._self_seen.observe(chunk)
+        except Exception:
+            logger.exception("spendmeter: reading a stream chunk failed; the stream is unaffected")
         return chunk
 
     def close(self) -> None:
@@ -114,7 +118,10 @@ class TracedStream(wrapt.ObjectProxy):
         except BaseException as error:  # CancelledError included: the span must still end
             self._self_finish(error)
             raise
-        self._self_observe(chunk)
+        try:
+            self._self_seen.observe(chunk)
+        except Exception:
+            logger.exception("spendmeter: reading a stream chunk failed; the stream is unaffected")
         return chunk
 
     async def aclose(self) -> None:
@@ -135,28 +142,31 @@ class TracedStream(wrapt.ObjectProxy):
         self._self_finish(None)
 
     # --- bookkeeping ----------------------------------------------------------------------
-    def _self_observe(self, chunk: Any) -> None:
-        try:
-            self._self_seen.observe(chunk)
-        except Exception:
-            logger.exception("spendmeter: reading a stream chunk failed; the stream is unaffected")
-
     def _self_finish(self, error: BaseException | None) -> None:
         if self._self_finished:
             return
         self._self_finished = True
         call = self._self_call
+        if error is not None and not isinstance(error, GeneratorExit):
+            call.fail(error)
+            return
+        seen = self._self_seen
+        # Each step is guarded on its own: whatever fails, the span still ends.
+        usage, estimated = guarded("counting a stream's tokens", _stream_usage, call, seen) or (
+            None,
+            False,
+        )
         try:
-            if error is not None and not isinstance(error, GeneratorExit):
-                call.fail(error)
-                return
-            seen = self._self_seen
-            usage, estimated = _stream_usage(call, seen)
             call.finish(
                 usage=usage,
                 estimated=estimated,
-                litellm_cost=_usage_cost(seen.usage),
-                response_attributes=_response_attributes(seen, call.telemetry.capture_content),
+                litellm_cost=guarded("reading a stream's cost", _usage_cost, seen.usage),
+                response_attributes=guarded(
+                    "reading a stream's response",
+                    _response_attributes,
+                    seen,
+                    call.telemetry.capture_content,
+                ),
                 response=None,
                 first_chunk_delay=(
                     None if seen.first_chunk_at is None else seen.first_chunk_at - call.started

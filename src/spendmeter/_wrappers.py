@@ -4,7 +4,7 @@
 settings, per-model caches). ``Call`` is one LLM call: it starts the span, and finishes it once
 with the response or the error, recording metrics and telling budgets what the call cost.
 
-The user's call is sacred: every telemetry step runs under ``_guarded`` so that a fault inside
+The user's call is sacred: every telemetry step runs under ``guarded`` so that a fault inside
 spendmeter is logged and swallowed. Only ``BudgetExceededError`` crosses into the caller.
 """
 
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -31,6 +31,10 @@ from spendmeter.metrics import Instruments
 from spendmeter.pricing import Cost, Price, PriceResolver, compute_cost
 
 logger = logging.getLogger("spendmeter")
+
+# Per-model caches start afresh past this many entries: an app that calls thousands of
+# distinct model names (fine-tunes, deployments) must not grow memory without bound.
+MAX_CACHED_MODELS = 1024
 
 # Set while a spendmeter-wrapped call runs, so LiteLLM calling itself (acompletion runs
 # completion inside) makes one span per user call, not two.
@@ -49,7 +53,7 @@ def exit_call(token: Any) -> None:
     _IN_CALL.reset(token)
 
 
-def _guarded(step: str, func: Callable[..., Any], *args: Any) -> Any:
+def guarded(step: str, func: Callable[..., Any], *args: Any) -> Any:
     """Run one telemetry step; log and swallow its faults, except a budget's refusal."""
     try:
         return func(*args)
@@ -68,13 +72,15 @@ class ModelInfo:
     provider: str  # LiteLLM's provider name, used for pricing
     span_name: str
     base: Mapping[str, Any]  # operation, provider, model: on spans and every metric point
+    # base + gen_ai.request.stream, indexed by whether the call streams: a span's start
+    # attributes when the call has no optional request attributes.
+    start: tuple[Mapping[str, Any], Mapping[str, Any]]
     input_tokens: Mapping[str, Any]  # base + gen_ai.token.type=input
     output_tokens: Mapping[str, Any]
     unpriced: Mapping[str, Any]  # model + provider
 
 
-@dataclass(frozen=True, slots=True)
-class Pricing:
+class Pricing(NamedTuple):  # a tuple: made on every call, and cheap to make
     status: str
     total: float | None = None
     parts: Cost | None = None
@@ -110,6 +116,8 @@ class Telemetry:
         key = (operation, model, custom_provider, api_base)
         info = self._models.get(key)
         if info is None:
+            if len(self._models) >= MAX_CACHED_MODELS:
+                self._models.clear()
             info = self._models[key] = self._describe(operation, model, custom_provider, api_base)
         return info
 
@@ -128,6 +136,10 @@ class Telemetry:
             provider=provider,
             span_name=f"{operation} {model_name}",
             base=base,
+            start=(
+                {**base, sc.GEN_AI_REQUEST_STREAM: False},
+                {**base, sc.GEN_AI_REQUEST_STREAM: True},
+            ),
             input_tokens={**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT},
             output_tokens={**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT},
             unpriced={
@@ -160,6 +172,8 @@ class Telemetry:
 
     def _warn_unpriced(self, model: str) -> None:
         if model not in self._warned_unpriced:
+            if len(self._warned_unpriced) >= MAX_CACHED_MODELS:
+                self._warned_unpriced.clear()
             self._warned_unpriced.add(model)
             logger.warning(
                 "spendmeter: no price for model %r; its calls are reported as unpriced. "
@@ -171,11 +185,17 @@ class Telemetry:
     def begin(self, operation: _attributes.Operation, args: tuple, kwargs: Mapping) -> Call:
         params = operation.bind(args, kwargs)
         info = self.model_info(operation.name, params)
-        attributes = dict(info.base)
-        attributes[sc.GEN_AI_REQUEST_STREAM] = params.get("stream") is True
-        attributes.update(
-            _attributes.request_attributes(params, self.metadata_keys, self.capture_content)
+        # Shared, never mutated: the SDK copies span attributes, budgets only read them.
+        attributes = info.start[params.get("stream") is True]
+        optional = guarded(
+            "reading the request",
+            _attributes.request_attributes,
+            params,
+            self.metadata_keys,
+            self.capture_content,
         )
+        if optional:
+            attributes = {**attributes, **optional}
         return Call(self, info, params, attributes)
 
 
@@ -198,8 +218,18 @@ def _number_or_none(value: Any) -> float | None:
     return float(value) if value >= 0 else None
 
 
+def response_usage(response: Any) -> TokenUsage | None:
+    return token_usage(_attributes.field(response, "usage"))
+
+
 def litellm_response_cost(response: Any) -> float | None:
-    hidden = getattr(response, "_hidden_params", None)
+    # Read pydantic's private dict directly: `response._hidden_params` goes through
+    # pydantic's __getattr__, which costs more than the rest of this function.
+    private = getattr(response, "__pydantic_private__", None)
+    if isinstance(private, dict):
+        hidden = private.get("_hidden_params")
+    else:
+        hidden = getattr(response, "_hidden_params", None)
     if isinstance(hidden, dict):
         return _number_or_none(hidden.get("response_cost"))
     return None
@@ -208,7 +238,16 @@ def litellm_response_cost(response: Any) -> float | None:
 class Call:
     """One LLM call's span and measurements; finished exactly once."""
 
-    __slots__ = ("_ended", "attributes", "info", "params", "span", "started", "telemetry")
+    __slots__ = (
+        "_active",
+        "_ended",
+        "attributes",
+        "info",
+        "params",
+        "span",
+        "started",
+        "telemetry",
+    )
 
     def __init__(
         self, telemetry: Telemetry, info: ModelInfo, params: Mapping, attributes: dict
@@ -218,17 +257,21 @@ class Call:
         self.params = params
         self.attributes = attributes
         self._ended = False
+        self._active: object | None = None  # the context token while the span is current
         self.span = telemetry.tracer.start_span(
             info.span_name, kind=SpanKind.CLIENT, attributes=attributes
         )
         self.started = time.perf_counter()
 
-    def activate(self) -> object:
-        return otel_context.attach(trace.set_span_in_context(self.span))
+    def activate(self) -> None:
+        self._active = otel_context.attach(trace.set_span_in_context(self.span))
 
-    @staticmethod
-    def deactivate(token: Any) -> None:
-        otel_context.detach(token)
+    def deactivate(self) -> None:
+        """Make the span no longer current; a no-op once done."""
+        token = self._active
+        if token is not None:
+            self._active = None
+            otel_context.detach(token)
 
     def admit(self) -> None:
         """Ask every budget whether this call may go out; a refusal ends the span as failed."""
@@ -238,7 +281,7 @@ class Call:
         except BudgetExceededError as refusal:
             self._ended = True
             self._tell_failed()  # budgets that admitted it first release what they held
-            _guarded("recording a refused call", self._end_refused, refusal)
+            guarded("recording a refused call", self._end_refused, refusal)
             raise
         except Exception:
             logger.exception("spendmeter: a budget check failed; the call goes ahead")
@@ -247,7 +290,7 @@ class Call:
         """The most this call can cost, for budgets that reserve it before it is sent."""
         info = self.info
         operation = info.base[sc.GEN_AI_OPERATION_NAME]
-        return _guarded(
+        return guarded(
             "estimating a call's cost",
             worst_case_cost,
             self.telemetry.resolver,
@@ -259,7 +302,7 @@ class Call:
 
     def _tell_failed(self) -> None:
         for listener in _listeners.listeners():
-            _guarded("releasing a reservation", listener.call_failed, self.attributes, self)
+            guarded("releasing a reservation", listener.call_failed, self.attributes, self)
 
     def _end_refused(self, refusal: BudgetExceededError) -> None:
         self.span.set_attribute(sc.ERROR_TYPE, _attributes.error_type(refusal))
@@ -268,11 +311,12 @@ class Call:
 
     # --- endings --------------------------------------------------------------------------
     def fail(self, error: BaseException) -> None:
+        self.deactivate()
         if self._ended:
             return
         self._ended = True
         self._tell_failed()
-        _guarded("recording a failed call", self._record_failure, error)
+        guarded("recording a failed call", self._record_failure, error)
 
     def _record_failure(self, error: BaseException) -> None:
         kind = _attributes.error_type(error)
@@ -289,12 +333,11 @@ class Call:
         if self._ended:
             return
         self._ended = True
-        usage = _guarded("reading usage", token_usage, getattr(response, "usage", None))
         self.finish(
-            usage=usage,
+            usage=guarded("reading usage", response_usage, response),
             estimated=False,
-            litellm_cost=litellm_response_cost(response),
-            response_attributes=_guarded(
+            litellm_cost=guarded("reading LiteLLM's cost", litellm_response_cost, response),
+            response_attributes=guarded(
                 "reading the response",
                 _attributes.response_attributes,
                 response,
@@ -316,13 +359,13 @@ class Call:
         """Price, annotate and end the span, record metrics, tell budgets. Budgets may raise."""
         self._ended = True
         duration = time.perf_counter() - self.started
-        pricing = _guarded(
+        pricing = guarded(
             "pricing", self.telemetry.price, self.info, self.params, usage, litellm_cost, duration
         )
         if pricing is not None and estimated and pricing.status == sc.PRICING_PRICED:
             pricing = Pricing(sc.PRICING_ESTIMATED, pricing.total, pricing.parts, pricing.price)
         pricing = pricing or UNPRICED
-        _guarded(
+        guarded(
             "annotating the span",
             self._annotate,
             usage,
@@ -333,8 +376,9 @@ class Call:
         # Budgets hear of the call while its span is open, so a threshold event lands on it;
         # a budget's error reaches the caller only once the span is ended and exported.
         exceeded = self._tell_budgets(pricing.total, response)
-        _guarded("ending the span", self.span.end)
-        _guarded(
+        self.deactivate()
+        guarded("ending the span", self.span.end)
+        guarded(
             "recording metrics", self._record_metrics, usage, pricing, duration, first_chunk_delay
         )
         if exceeded is not None:
@@ -354,8 +398,8 @@ class Call:
         if first_chunk_delay is not None:
             found[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_delay
         if usage is not None:
-            found.update(usage_attributes(usage))
-        found.update(pricing_attributes(pricing))
+            add_usage_attributes(found, usage)
+        add_pricing_attributes(found, pricing)
         span.set_attributes(found)
 
     def _record_metrics(
@@ -384,7 +428,13 @@ class Call:
         if not listeners:
             return None
         first: BudgetExceededError | None = None
-        with trace.use_span(self.span, end_on_exit=False):
+        # The span is current while budgets count the call, so that a threshold event lands
+        # on it: a plain call finishes before its span stops being current; a stream's span
+        # is made current again here.
+        token = None
+        if self._active is None:
+            token = otel_context.attach(trace.set_span_in_context(self.span))
+        try:
             for listener in listeners:
                 try:
                     listener.after_call(self.attributes, cost, self)
@@ -392,29 +442,29 @@ class Call:
                     first = first or exceeded
                 except Exception:
                     logger.exception("spendmeter: a budget failed to count a call")
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         if first is not None:
             first.response = response  # the caller paid for this response: it travels along
         return first
 
 
-def usage_attributes(usage: TokenUsage) -> dict[str, int]:
-    found = {
-        sc.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
-        sc.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
-    }
+def add_usage_attributes(found: dict[str, Any], usage: TokenUsage) -> None:
+    found[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+    found[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
     if usage.cache_read_tokens:
         found[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:
         found[sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
     if usage.reasoning_tokens:
         found[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
-    return found
 
 
-def pricing_attributes(pricing: Pricing) -> dict[str, Any]:
-    found: dict[str, Any] = {sc.SPENDMETER_PRICING_STATUS: pricing.status}
+def add_pricing_attributes(found: dict[str, Any], pricing: Pricing) -> None:
+    found[sc.SPENDMETER_PRICING_STATUS] = pricing.status
     if pricing.total is None:
-        return found
+        return
     found[sc.GEN_AI_USAGE_COST] = pricing.total
     if pricing.price is not None:
         found[sc.SPENDMETER_PRICING_SOURCE] = pricing.price.source
@@ -427,4 +477,3 @@ def pricing_attributes(pricing: Pricing) -> dict[str, Any]:
         found[sc.SPENDMETER_COST_OUTPUT] = parts.output
         found[sc.SPENDMETER_COST_CACHE_READ] = parts.cache_read
         found[sc.SPENDMETER_COST_CACHE_WRITE] = parts.cache_write
-    return found

@@ -67,6 +67,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
     """
 
     _budget: Any = None
+    _telemetry: _wrappers.Telemetry | None = None  # while instrumented: caches, for tests
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _INSTRUMENTS
@@ -87,6 +88,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             metadata_keys=settings.metadata_keys,
             capture_content=settings.capture_content,
         )
+        self._telemetry = telemetry
         for operation in _operations(litellm):
             make = _async_wrapper if operation.is_async else _sync_wrapper
             wrap_function_wrapper(litellm, operation.function, make(telemetry, operation))
@@ -100,6 +102,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
 
         for function, _, _ in _TARGETS:
             unwrap(litellm, function)
+        self._telemetry = None
         if self._budget is not None:
             self._budget.shutdown()
             self._budget = None
@@ -129,7 +132,10 @@ def _begin(
 
 
 def _finish(call: _wrappers.Call, result: Any) -> Any:
-    """Hand back LiteLLM's result: a stream behind a proxy, anything else untouched."""
+    """Hand back LiteLLM's result: a stream behind a proxy, anything else untouched.
+
+    Runs while the call's span is still current, so that budgets hear of the call there.
+    """
     if call.params.get("stream") is True and (
         hasattr(result, "__next__") or hasattr(result, "__anext__")
     ):
@@ -152,16 +158,18 @@ def _sync_wrapper(telemetry: _wrappers.Telemetry, operation: Operation) -> Any:
             return wrapped(*args, **kwargs)
         call.admit()
         in_call = _wrappers.enter_call()
-        active = call.activate()
+        call.activate()
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as error:
-            call.fail(error)
-            raise
-        finally:
-            call.deactivate(active)
             _wrappers.exit_call(in_call)
-        return _finish(call, result)
+            call.fail(error)  # also makes the span no longer current
+            raise
+        _wrappers.exit_call(in_call)
+        try:
+            return _finish(call, result)
+        finally:
+            call.deactivate()  # a finished call did it already; a stream's span stays open
 
     return wrapper
 
@@ -175,15 +183,17 @@ def _async_wrapper(telemetry: _wrappers.Telemetry, operation: Operation) -> Any:
             return await wrapped(*args, **kwargs)
         call.admit()
         in_call = _wrappers.enter_call()
-        active = call.activate()
+        call.activate()
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as error:
-            call.fail(error)
-            raise
-        finally:
-            call.deactivate(active)
             _wrappers.exit_call(in_call)
-        return _finish(call, result)
+            call.fail(error)  # also makes the span no longer current
+            raise
+        _wrappers.exit_call(in_call)
+        try:
+            return _finish(call, result)
+        finally:
+            call.deactivate()  # a finished call did it already; a stream's span stays open
 
     return wrapper

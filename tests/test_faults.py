@@ -1,0 +1,698 @@
+"""Faults: a dead or hanging collector, threads and tasks, broken streams, faults inside every
+telemetry step, malformed responses and bad configuration.
+
+In each, the app's calls succeed unchanged, and nothing that could be kept is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import litellm
+import pytest
+from litellm import CustomLLM, ModelResponse
+from litellm.types.utils import GenericStreamingChunk, Usage
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import semconv as sc
+from spendmeter.config import ConfigError
+from spendmeter.pricing import PricingConfigError
+from tests.conftest import MESSAGES, FakeProvider, Telemetry
+
+ANSWER = "Faults happen; the answer still arrives."
+FAKE_MODEL = "fakellm/fake-model"
+# Powers of two: every sum of these costs is exact in binary floating point, so totals
+# counted in different orders by different threads must agree to the last bit.
+EXACT_PRICES = {FAKE_MODEL: {"input_cost_per_token": 2.0**-20, "output_cost_per_token": 2.0**-19}}
+EXACT_CALL_COST = 12 * 2.0**-20 + 7 * 2.0**-19  # FakeProvider answers 12 in, 7 out
+
+
+def chat(**kwargs: Any) -> Any:
+    kwargs.setdefault("model", "gpt-4o-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    kwargs.setdefault("mock_response", ANSWER)
+    return litellm.completion(**kwargs)
+
+
+def llm_spans(telemetry: Telemetry) -> list[ReadableSpan]:
+    return [span for span in telemetry.spans() if span.kind is SpanKind.CLIENT]
+
+
+def duration_count(telemetry: Telemetry) -> int:
+    return sum(point.count for point in telemetry.points(sc.METRIC_OPERATION_DURATION))
+
+
+@pytest.fixture
+def budget(providers: Telemetry) -> Iterator[BudgetSpanProcessor]:
+    processor = BudgetSpanProcessor(1_000.0, meter_provider=providers.meter_provider)
+    providers.tracer_provider.add_span_processor(processor)
+    yield processor
+    processor.shutdown()
+
+
+# --- the collector is down, or accepts and never answers ------------------------------------
+
+EXPORT_TIMEOUT_S = 10.0
+
+
+@pytest.fixture(params=["closed port", "never answers"])
+def dead_collector(request: pytest.FixtureRequest) -> Iterator[tuple[str, socket.socket | None]]:
+    """A loopback endpoint nothing listens on, or one that accepts and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if request.param == "closed port":
+        server.close()
+        yield f"http://127.0.0.1:{port}", None
+        return
+    server.listen(64)
+    yield f"http://127.0.0.1:{port}", server
+    server.close()
+
+
+def _hang_up(server: socket.socket) -> int:
+    """Close every connection waiting on the server; how many there were."""
+    server.settimeout(0)
+    count = 0
+    while True:
+        try:
+            connection, _ = server.accept()
+        except BlockingIOError:
+            server.close()
+            return count
+        connection.close()
+        count += 1
+
+
+def test_a_dead_or_hanging_collector_never_blocks_or_fails_a_call(
+    dead_collector: tuple[str, socket.socket | None],
+) -> None:
+    endpoint, server = dead_collector
+    span_exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S)
+    metric_exporter = OTLPMetricExporter(
+        endpoint=f"{endpoint}/v1/metrics", timeout=EXPORT_TIMEOUT_S
+    )
+    kept = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    # Exports start while the calls run: every few spans, and every few milliseconds.
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(span_exporter, schedule_delay_millis=10, max_export_batch_size=5)
+    )
+    tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(
+        metric_readers=[
+            PeriodicExportingMetricReader(metric_exporter, export_interval_millis=10),
+            reader,
+        ]
+    )
+    budget = BudgetSpanProcessor(1_000.0, meter_provider=meter_provider)
+    tracer_provider.add_span_processor(budget)
+    instrumentor = LiteLLMInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        started = time.monotonic()
+        responses = [chat() for _ in range(100)]
+        elapsed = time.monotonic() - started
+    finally:
+        instrumentor.uninstrument()
+        # Shut the exporters first: they stop retrying, so the providers shut down at once.
+        span_exporter.shutdown()
+        metric_exporter.shutdown()
+        # Hang up on the exporters still waiting for an answer, so that they give up now.
+        hung_up = _hang_up(server) if server is not None else None
+        budget.shutdown()
+        tracer_provider.shutdown()
+
+    assert elapsed < EXPORT_TIMEOUT_S / 2
+    if server is not None:
+        assert hung_up, "no exporter ever connected: the test proved nothing"
+    assert [response.choices[0].message.content for response in responses] == [ANSWER] * 100
+    assert len(kept.get_finished_spans()) == 100
+    assert budget.request_count == 100
+    points = [
+        point
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == sc.METRIC_OPERATION_DURATION
+        for point in metric.data.data_points
+    ]
+    assert sum(point.count for point in points) == 100
+    meter_provider.shutdown()
+
+
+# --- threads and tasks ------------------------------------------------------------------------
+
+
+def assert_nothing_lost(
+    telemetry: Telemetry, budget: BudgetSpanProcessor, calls: int, parents: dict[str, Any]
+) -> None:
+    """Every call made one span under its own parent, and every total is exact."""
+    spans = llm_spans(telemetry)
+    assert len(spans) == calls
+    for span in spans:
+        parent = parents[span.attributes[sc.USER_ID]]
+        assert span.parent is not None
+        assert span.parent.span_id == parent.context.span_id
+        assert span.context.trace_id == parent.context.trace_id
+        assert span.attributes[sc.GEN_AI_USAGE_COST] == EXACT_CALL_COST
+    assert telemetry.metric_sum(sc.METRIC_COST) == calls * EXACT_CALL_COST
+    assert telemetry.metric_sum(sc.METRIC_TOKEN_USAGE) == calls * (12 + 7)
+    assert duration_count(telemetry) == calls
+    assert budget.request_count == calls
+    assert budget.total_cost == calls * EXACT_CALL_COST
+
+
+def test_sixteen_threads_lose_no_span_point_or_dollar(
+    instrument: Any, fake_provider: FakeProvider, budget: BudgetSpanProcessor
+) -> None:
+    telemetry = instrument(pricing=EXACT_PRICES)
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    parents: dict[str, Any] = {}
+    start = threading.Barrier(16)
+
+    def work(thread: int) -> None:
+        start.wait()
+        for index in range(25):
+            user = f"thread-{thread}-{index}"
+            with tracer.start_as_current_span(f"request {user}") as parent:
+                parents[user] = parent
+                response = litellm.completion(model=FAKE_MODEL, messages=MESSAGES, user=user)
+                assert response.choices[0].message.content == "ok"
+
+    threads = [threading.Thread(target=work, args=(number,)) for number in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert_nothing_lost(telemetry, budget, 16 * 25, parents)
+
+
+async def test_a_thousand_tasks_lose_no_span_point_or_dollar(
+    instrument: Any, fake_provider: FakeProvider, budget: BudgetSpanProcessor
+) -> None:
+    telemetry = instrument(pricing=EXACT_PRICES)
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    parents: dict[str, Any] = {}
+
+    async def work(task: int) -> None:
+        user = f"task-{task}"
+        with tracer.start_as_current_span(f"request {user}") as parent:
+            parents[user] = parent
+            await asyncio.sleep(0)  # let the other tasks in between the parent and the call
+            response = await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES, user=user)
+            assert response.choices[0].message.content == "ok"
+
+    await asyncio.gather(*(work(task) for task in range(1000)))
+
+    assert_nothing_lost(telemetry, budget, 1000, parents)
+
+
+# --- streams that end badly: every span ends exactly once -------------------------------------
+
+
+class SlowStreamProvider(CustomLLM):
+    """Streams fifty chunks with a pause before each, so that a task can be cancelled mid-way."""
+
+    async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
+        for index in range(50):
+            await asyncio.sleep(0.01)
+            yield {
+                "text": f"word{index} ",
+                "is_finished": False,
+                "finish_reason": "",
+                "usage": None,
+                "index": 0,
+                "tool_use": None,
+            }
+
+
+@pytest.fixture
+def slow_stream() -> Iterator[None]:
+    saved = list(litellm.custom_provider_map)
+    litellm.custom_provider_map = [{"provider": "slowllm", "custom_handler": SlowStreamProvider()}]
+    litellm.utils.custom_llm_setup()
+    yield
+    litellm.custom_provider_map = saved
+
+
+def assert_ended_once(telemetry: Telemetry, caplog: pytest.LogCaptureFixture) -> ReadableSpan:
+    gc.collect()
+    span = telemetry.span()
+    assert duration_count(telemetry) == 1  # finished once: one duration point
+    assert "ended span" not in caplog.text  # the SDK warns when end() is called twice
+    return span
+
+
+def test_a_stream_abandoned_half_way_ends_once(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = chat(stream=True)
+    next(stream)
+    next(stream)
+    del stream
+
+    span = assert_ended_once(telemetry, caplog)
+    assert span.status.status_code is not StatusCode.ERROR
+    assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
+
+
+async def test_an_async_stream_abandoned_half_way_ends_once(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = await litellm.acompletion(
+        model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, stream=True
+    )
+    await stream.__anext__()
+    del stream
+
+    assert_ended_once(telemetry, caplog)
+
+
+def test_an_error_in_the_callers_loop_ends_the_stream_once(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    def consume() -> None:
+        for _chunk in chat(stream=True):
+            raise ValueError("the caller's own bug")
+
+    with pytest.raises(ValueError, match="the caller's own bug"):
+        consume()
+
+    span = assert_ended_once(telemetry, caplog)
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] >= 1
+
+
+def test_an_error_in_the_callers_with_block_ends_the_stream_once(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ValueError), chat(stream=True) as stream:
+        next(stream)
+        raise ValueError("the caller's own bug")
+
+    assert_ended_once(telemetry, caplog)
+
+
+async def test_an_error_in_the_callers_async_loop_ends_the_stream_once(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def consume() -> None:
+        stream = await litellm.acompletion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, stream=True
+        )
+        async for _chunk in stream:
+            raise ValueError("the caller's own bug")
+
+    with pytest.raises(ValueError, match="the caller's own bug"):
+        await consume()
+
+    assert_ended_once(telemetry, caplog)
+
+
+async def test_a_task_cancelled_while_streaming_ends_its_span_once(
+    telemetry: Telemetry, slow_stream: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    received = asyncio.Event()
+
+    async def consume() -> None:
+        stream = await litellm.acompletion(model="slowllm/slow", messages=MESSAGES, stream=True)
+        async for _chunk in stream:
+            received.set()
+
+    task = asyncio.create_task(consume())
+    await received.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    span = assert_ended_once(telemetry, caplog)
+    assert span.attributes[sc.ERROR_TYPE] == "CancelledError"
+    assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_a_cancelled_acompletion_ends_its_span_once(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = asyncio.create_task(
+        litellm.acompletion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, mock_delay=5
+        )
+    )
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    span = assert_ended_once(telemetry, caplog)
+    assert span.attributes[sc.ERROR_TYPE] == "CancelledError"
+
+
+# --- a fault inside each telemetry step ---------------------------------------------------
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def _raise(*args: Any, **kwargs: Any) -> Any:
+    raise InjectedFault("injected")
+
+
+# (what breaks, the step the log names, whether the budget still counts the call,
+#  whether the duration point is still recorded)
+PLAIN_CALL_FAULTS = [
+    ("spendmeter._attributes.request_attributes", "reading the request", True, True),
+    ("spendmeter._attributes.response_attributes", "reading the response", True, True),
+    ("spendmeter._wrappers.token_usage", "reading usage", True, True),
+    ("spendmeter._wrappers.litellm_response_cost", "reading LiteLLM's cost", True, True),
+    ("spendmeter.pricing.PriceResolver.resolve", "pricing", True, True),
+    ("spendmeter._wrappers.compute_cost", "pricing", True, True),
+    ("spendmeter._wrappers.add_pricing_attributes", "annotating the span", True, True),
+    ("spendmeter.budget.BudgetSpanProcessor.after_call", "a budget failed", False, True),
+    (
+        "opentelemetry.sdk.metrics._internal.instrument._Histogram.record",
+        "recording metrics",
+        True,
+        False,
+    ),
+    (
+        "opentelemetry.sdk.metrics._internal.instrument._Counter.add",
+        "recording metrics",
+        True,
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "step", "budget_counts", "duration_kept"),
+    PLAIN_CALL_FAULTS,
+    ids=[fault[0].rsplit(".", 1)[-1] for fault in PLAIN_CALL_FAULTS],
+)
+def test_a_fault_in_any_step_leaves_the_result_unchanged_and_is_logged(
+    telemetry: Telemetry,
+    budget: BudgetSpanProcessor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    target: str,
+    step: str,
+    budget_counts: bool,
+    duration_kept: bool,
+) -> None:
+    untouched = chat(temperature=0.2, user="someone")
+    telemetry.exporter.clear()
+    monkeypatch.setattr(target, _raise)
+
+    with caplog.at_level(logging.ERROR, logger="spendmeter"):
+        response = chat(temperature=0.2, user="someone")
+
+    assert response.choices[0].message.content == ANSWER
+    assert response.usage == untouched.usage
+    assert response.model == untouched.model
+    faults = [record for record in caplog.records if record.exc_info]
+    assert faults, "the fault was swallowed without a word"
+    assert all(isinstance(record.exc_info[1], InjectedFault) for record in faults)
+    assert any(step in record.getMessage() for record in faults)
+    # What the fault did not touch is kept: the span ends once, the rest is recorded.
+    spans = telemetry.spans()
+    assert len(spans) == 1
+    assert spans[0].end_time is not None
+    assert budget.request_count == (2 if budget_counts else 1)
+    assert duration_count(telemetry) == (2 if duration_kept else 1)
+
+
+@pytest.mark.parametrize(
+    ("target", "step"),
+    [
+        ("spendmeter._streams._Seen.observe", "reading a stream chunk"),
+        ("spendmeter._streams._stream_usage", "counting a stream's tokens"),
+        ("spendmeter._streams._response_attributes", "reading a stream's response"),
+    ],
+)
+def test_a_fault_while_streaming_leaves_the_chunks_unchanged_and_is_logged(
+    telemetry: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    target: str,
+    step: str,
+) -> None:
+    untouched = [chunk.choices[0].delta.content for chunk in chat(stream=True)]
+    telemetry.exporter.clear()
+    monkeypatch.setattr(target, _raise)
+
+    with caplog.at_level(logging.ERROR, logger="spendmeter"):
+        chunks = [chunk.choices[0].delta.content for chunk in chat(stream=True)]
+
+    assert chunks == untouched
+    assert "".join(text for text in chunks if text) == ANSWER
+    assert any(step in record.getMessage() and record.exc_info for record in caplog.records)
+    spans = telemetry.spans()
+    assert len(spans) == 1
+    assert spans[0].end_time is not None
+
+
+# --- malformed responses from a provider ----------------------------------------------------
+
+
+class MalformedProvider(CustomLLM):
+    """Answers with whatever usage (and fields) a test sets, as a broken provider might."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage: Any = None
+        self.body: dict[str, Any] = {}
+
+    def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        body = {
+            "id": "malformed-1",
+            "model": "malformed",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok"},
+                }
+            ],
+            **self.body,
+        }
+        response = ModelResponse(**body)
+        if self.usage is not None:
+            # Set after validation: the values LiteLLM's own parsing would reject.
+            usage = Usage(prompt_tokens=1, completion_tokens=1)
+            for name, value in self.usage.items():
+                setattr(usage, name, value)
+            response.usage = usage
+        return response
+
+
+@pytest.fixture
+def malformed() -> Iterator[MalformedProvider]:
+    provider = MalformedProvider()
+    saved = list(litellm.custom_provider_map)
+    litellm.custom_provider_map = [{"provider": "badllm", "custom_handler": provider}]
+    litellm.utils.custom_llm_setup()
+    yield provider
+    litellm.custom_provider_map = saved
+
+
+COST_KEY_PREFIXES = (sc.GEN_AI_USAGE_COST, "spendmeter.cost.")
+MALFORMED: dict[str, dict[str, Any]] = {
+    "no usage": {},
+    "negative counts": {"usage": {"prompt_tokens": -5, "completion_tokens": -3}},
+    "string counts": {"usage": {"prompt_tokens": "12", "completion_tokens": "seven"}},
+    "None counts": {"usage": {"prompt_tokens": None, "completion_tokens": None}},
+    "None fields": {
+        "body": {
+            "id": None,
+            "model": None,
+            "choices": [{"index": 0, "finish_reason": None, "message": {"content": None}}],
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+@pytest.mark.parametrize("priced", [True, False], ids=["priced model", "unknown model"])
+def test_a_malformed_response_never_crashes_and_never_costs_less_than_zero(
+    instrument: Any, malformed: MalformedProvider, case: str, priced: bool
+) -> None:
+    settings = MALFORMED[case]
+    malformed.usage = settings.get("usage")
+    malformed.body = settings.get("body", {})
+    model = "badllm/priced-model" if priced else "badllm/never-heard-of-it"
+    prices = {"badllm/priced-model": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}
+    telemetry = instrument(pricing=prices)
+
+    response = litellm.completion(model=model, messages=MESSAGES)
+
+    assert response.choices[0].message.content in ("ok", None)
+    span = telemetry.span()
+    attributes = span.attributes
+    assert span.status.status_code is not StatusCode.ERROR
+    for key in (sc.GEN_AI_USAGE_INPUT_TOKENS, sc.GEN_AI_USAGE_OUTPUT_TOKENS):
+        assert attributes.get(key, 0) >= 0
+    cost_keys = [
+        key for key in attributes if key.startswith(("gen_ai.usage.cost", "spendmeter.cost"))
+    ]
+    assert all(attributes[key] >= 0 for key in cost_keys)
+    assert telemetry.metric_sum(sc.METRIC_COST) >= 0
+    if not priced:
+        assert attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+        assert cost_keys == []
+        assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 1
+
+
+def test_a_provider_response_litellm_rejects_fails_the_same_way_instrumented(
+    instrument: Any, malformed: MalformedProvider
+) -> None:
+    malformed.body = {"usage": {"prompt_tokens": "twelve", "completion_tokens": "seven"}}
+    with pytest.raises(Exception) as bare:
+        litellm.completion(model="badllm/any", messages=MESSAGES)
+    telemetry = instrument()
+
+    with pytest.raises(type(bare.value)):
+        litellm.completion(model="badllm/any", messages=MESSAGES)
+
+    span = telemetry.span()
+    assert span.attributes[sc.ERROR_TYPE] == type(bare.value).__qualname__
+
+
+# --- bad configuration: a clear error at start-up, and nothing patched -------------------------
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+BAD_PRICING = {
+    "missing file": (lambda tmp: str(tmp / "nowhere.yaml"), ["nowhere.yaml", "not found"]),
+    "malformed YAML": (
+        lambda tmp: _write(tmp / "prices.yaml", "gpt-4o-mini: [unclosed\n"),
+        ["prices.yaml", "invalid YAML"],
+    ),
+    "malformed JSON": (
+        lambda tmp: _write(tmp / "prices.json", '{"gpt-4o-mini": '),
+        ["prices.json", "invalid JSON"],
+    ),
+    "a price that is not a number": (
+        lambda tmp: {"my-model": {"input_cost_per_token": "cheap"}},
+        ["my-model", "input_cost_per_token", "cheap"],
+    ),
+    "a negative price": (
+        lambda tmp: {"my-model": {"output_cost_per_token": -1}},
+        ["my-model", "output_cost_per_token"],
+    ),
+    "an entry that is not a mapping": (lambda tmp: {"my-model": 0.001}, ["my-model", "mapping"]),
+    "an unknown key": (
+        lambda tmp: {"my-model": {"input_cost_per_tokens": 1e-6}},
+        ["my-model", "input_cost_per_tokens"],
+    ),
+    "a list instead of a mapping": (
+        lambda tmp: _write(tmp / "prices.yaml", "- gpt-4o-mini\n"),
+        ["prices.yaml", "top level"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PRICING))
+def test_bad_pricing_is_an_error_at_start_up_naming_the_problem(
+    providers: Telemetry, tmp_path: Path, case: str
+) -> None:
+    make, named = BAD_PRICING[case]
+    original = litellm.completion
+    instrumentor = LiteLLMInstrumentor()
+
+    with pytest.raises(PricingConfigError) as error:
+        instrumentor.instrument(
+            tracer_provider=providers.tracer_provider,
+            meter_provider=providers.meter_provider,
+            pricing=make(tmp_path),
+        )
+
+    assert all(part in str(error.value) for part in named), str(error.value)
+    assert litellm.completion is original
+    assert not instrumentor.is_instrumented_by_opentelemetry
+
+
+BAD_ENV = {
+    "SPENDMETER_BUDGET_USD": "ten dollars",
+    "SPENDMETER_BUDGET_ACTION": "stop",
+    "SPENDMETER_BUDGET_WINDOW": "week",
+    "SPENDMETER_BUDGET_THRESHOLDS": "0.5,2",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "maybe",
+}
+
+
+@pytest.mark.parametrize(("variable", "value"), list(BAD_ENV.items()))
+def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
+    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv("SPENDMETER_BUDGET_USD", "10")
+    monkeypatch.setenv(variable, value)
+    original = litellm.completion
+    instrumentor = LiteLLMInstrumentor()
+
+    with pytest.raises(ConfigError) as error:
+        instrumentor.instrument(
+            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
+        )
+
+    assert variable in str(error.value)
+    assert repr(value) in str(error.value)
+    assert litellm.completion is original
+
+
+def test_a_missing_pricing_file_in_the_environment_is_an_error_naming_it(
+    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SPENDMETER_PRICING_FILE", str(tmp_path / "gone.json"))
+    original = litellm.completion
+
+    with pytest.raises(PricingConfigError, match=r"gone\.json.*not found"):
+        LiteLLMInstrumentor().instrument(
+            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
+        )
+
+    assert litellm.completion is original
+
+
+# --- memory stays bounded -----------------------------------------------------------------
+
+
+def test_per_model_caches_stay_bounded_over_many_distinct_models(
+    instrument: Any, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("spendmeter._wrappers.MAX_CACHED_MODELS", 8)
+    monkeypatch.setattr("spendmeter.pricing._MAX_CACHED_MODELS", 8)
+    telemetry = instrument()
+
+    for index in range(40):
+        litellm.completion(model=f"fakellm/model-{index}", messages=MESSAGES)
+
+    caches = LiteLLMInstrumentor()._telemetry
+    assert caches is not None
+    assert len(caches._models) <= 8
+    assert len(caches._warned_unpriced) <= 8
+    assert len(caches.resolver._resolved) <= 8 + 1
+    # Bounded caches lose nothing: every call is still traced and counted.
+    assert len(telemetry.spans()) == 40
+    assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 40
