@@ -217,3 +217,23 @@ def test_missing_usage_from_provider_is_unpriced_not_free(
     span = telemetry.span()
     assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
     assert sc.GEN_AI_USAGE_COST not in span.attributes
+
+
+def test_the_model_that_answered_is_priced_first_as_litellm_does(telemetry: Telemetry) -> None:
+    answer = ModelResponse(
+        id="resp-1",
+        model="gpt-4o-2024-05-13",  # LiteLLM prices this dated model, not the alias asked for
+        choices=[
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+        ],
+        usage=Usage(prompt_tokens=1000, completion_tokens=100, total_tokens=1100),
+    )
+    response = litellm.completion(model="gpt-4o", messages=MESSAGES, mock_response=answer)
+
+    attributes = telemetry.span().attributes
+    assert attributes[sc.SPENDMETER_PRICING_MODEL] == "gpt-4o-2024-05-13"
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(
+        litellm.completion_cost(completion_response=response), rel=1e-12
+    )
+    parts = attributes[sc.SPENDMETER_COST_INPUT] + attributes[sc.SPENDMETER_COST_OUTPUT]
+    assert parts == pytest.approx(attributes[sc.GEN_AI_USAGE_COST], rel=1e-12)

@@ -153,3 +153,12 @@ def test_series_stay_bounded_over_distinct_prompts_users_and_ids(telemetry: Tele
             sc.GEN_AI_OPERATION_NAME,
             sc.GEN_AI_TOKEN_TYPE,
         }
+
+
+def test_cost_points_carry_exemplars_linking_to_the_trace(telemetry: Telemetry) -> None:
+    litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER)
+
+    span = telemetry.span()
+    (point,) = telemetry.points(sc.METRIC_COST)
+    assert [exemplar.trace_id for exemplar in point.exemplars] == [span.context.trace_id]
+    assert point.exemplars[0].value == span.attributes[sc.GEN_AI_USAGE_COST]

@@ -156,8 +156,9 @@ class Telemetry:
         usage: TokenUsage | None,
         litellm_cost: float | None,
         duration_s: float,
+        response_model: str | None = None,
     ) -> Pricing:
-        price = self.resolver.per_call(params) or self.resolver.resolve(info.model, info.provider)
+        price = self.resolver.for_call(info.model, info.provider, params, response_model)
         if price is not None and usage is not None:
             parts = compute_cost(price, usage, duration_s=duration_s)
             # LiteLLM's own figure, when it made one from the same map, also covers charges
@@ -360,7 +361,14 @@ class Call:
         self._ended = True
         duration = time.perf_counter() - self.started
         pricing = guarded(
-            "pricing", self.telemetry.price, self.info, self.params, usage, litellm_cost, duration
+            "pricing",
+            self.telemetry.price,
+            self.info,
+            self.params,
+            usage,
+            litellm_cost,
+            duration,
+            response_attributes.get(sc.GEN_AI_RESPONSE_MODEL) if response_attributes else None,
         )
         if pricing is not None and estimated and pricing.status == sc.PRICING_PRICED:
             pricing = Pricing(sc.PRICING_ESTIMATED, pricing.total, pricing.parts, pricing.price)
@@ -418,7 +426,11 @@ class Call:
             instruments.token_usage.record(usage.input_tokens, info.input_tokens)
             instruments.token_usage.record(usage.output_tokens, info.output_tokens)
         if pricing.total is not None:
-            instruments.cost.add(pricing.total, info.base)
+            # In the span's context, so the cost point can carry an exemplar with its trace:
+            # what links a spike on a dashboard to the calls that made it.
+            instruments.cost.add(
+                pricing.total, info.base, context=trace.set_span_in_context(self.span)
+            )
         else:
             instruments.unpriced_calls.add(1, info.unpriced)
 
