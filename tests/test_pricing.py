@@ -580,6 +580,16 @@ def test_for_call_prices_the_model_that_answered_first_as_litellm_does() -> None
     assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
 
 
+def test_for_call_matches_overrides_by_the_model_asked_for_only() -> None:
+    resolver = PriceResolver({"fakellm/answering-model": {"input_cost_per_token": 1e-3}})
+
+    price = resolver.for_call(
+        "fakellm/unpriced-model", "fakellm", {}, response_model="answering-model"
+    )
+
+    assert price is None
+
+
 def test_for_call_falls_back_to_the_model_asked_for() -> None:
     price = PriceResolver().for_call("gpt-4o-mini", "openai", {}, response_model="no-such-model")
 

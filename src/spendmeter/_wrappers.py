@@ -45,14 +45,6 @@ def should_trace() -> bool:
     return not _IN_CALL.get() and is_instrumentation_enabled()
 
 
-def enter_call() -> object:
-    return _IN_CALL.set(True)
-
-
-def exit_call(token: Any) -> None:
-    _IN_CALL.reset(token)
-
-
 def guarded(step: str, func: Callable[..., Any], *args: Any) -> Any:
     """Run one telemetry step; log and swallow its faults, except a budget's refusal."""
     try:
@@ -242,6 +234,7 @@ class Call:
     __slots__ = (
         "_active",
         "_ended",
+        "_in_call",
         "attributes",
         "info",
         "params",
@@ -263,6 +256,17 @@ class Call:
             info.span_name, kind=SpanKind.CLIENT, attributes=attributes
         )
         self.started = time.perf_counter()
+
+    def __enter__(self) -> Call:
+        """The call runs: its span current, LiteLLM's calls inside it not traced again."""
+        self._in_call = _IN_CALL.set(True)
+        self.activate()
+        return self
+
+    def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
+        _IN_CALL.reset(self._in_call)
+        if error is not None:
+            self.fail(error)  # also makes the span no longer current
 
     def activate(self) -> None:
         self._active = otel_context.attach(trace.set_span_in_context(self.span))

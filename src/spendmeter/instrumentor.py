@@ -6,20 +6,20 @@ import inspect
 import logging
 from collections.abc import Collection, Mapping
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from spendmeter import _wrappers, config
+from spendmeter import config
 from spendmeter import semconv as sc
 from spendmeter._attributes import Operation
-from spendmeter._streams import TracedStream
-from spendmeter.metrics import create_instruments
-from spendmeter.pricing import PriceResolver, load_overrides
 from spendmeter.version import __version__
+
+if TYPE_CHECKING:
+    from spendmeter._wrappers import Telemetry
 
 logger = logging.getLogger("spendmeter")
 
@@ -67,13 +67,20 @@ class LiteLLMInstrumentor(BaseInstrumentor):
     """
 
     _budget: Any = None
-    _telemetry: _wrappers.Telemetry | None = None  # while instrumented: caches, for tests
+    _telemetry: Telemetry | None = None  # while instrumented: caches, for tests
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _INSTRUMENTS
 
     def _instrument(self, **kwargs: Any) -> None:
+        # LiteLLM, and what needs it, is imported only now: `import spendmeter` stays cheap,
+        # and works where LiteLLM is not installed (the dependency check reports that).
         import litellm
+
+        from spendmeter._patch import async_wrapper, sync_wrapper
+        from spendmeter._wrappers import Telemetry
+        from spendmeter.metrics import create_instruments
+        from spendmeter.pricing import PriceResolver, load_overrides
 
         settings = config.from_env()
         pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
@@ -81,7 +88,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         tracer_provider = kwargs.get("tracer_provider")
         tracer = trace.get_tracer(__name__, __version__, tracer_provider)
         meter = metrics.get_meter(__name__, __version__, kwargs.get("meter_provider"))
-        telemetry = _wrappers.Telemetry(
+        telemetry = Telemetry(
             tracer,
             create_instruments(meter),
             PriceResolver(overrides),
@@ -90,7 +97,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         )
         self._telemetry = telemetry
         for operation in _operations(litellm):
-            make = _async_wrapper if operation.is_async else _sync_wrapper
+            make = async_wrapper if operation.is_async else sync_wrapper
             wrap_function_wrapper(litellm, operation.function, make(telemetry, operation))
         if settings.budget is not None:
             self._budget = _install_budget(
@@ -119,81 +126,3 @@ def _install_budget(
     if add is not None:
         add(processor)
     return processor
-
-
-def _begin(
-    telemetry: _wrappers.Telemetry, operation: Operation, args: tuple, kwargs: dict
-) -> _wrappers.Call | None:
-    try:
-        return telemetry.begin(operation, args, kwargs)
-    except Exception:
-        logger.exception("spendmeter: starting a span failed; the LLM call is unaffected")
-        return None
-
-
-def _finish(call: _wrappers.Call, result: Any) -> Any:
-    """Hand back LiteLLM's result: a stream behind a proxy, anything else untouched.
-
-    Runs while the call's span is still current, so that budgets hear of the call there.
-    """
-    if call.params.get("stream") is True and (
-        hasattr(result, "__next__") or hasattr(result, "__anext__")
-    ):
-        try:
-            return TracedStream(result, call)
-        except Exception:
-            logger.exception("spendmeter: wrapping a stream failed; it is returned untraced")
-            call.fail(RuntimeError("stream not traced"))
-            return result
-    call.succeed(result)  # may raise BudgetExceededError carrying `result`
-    return result
-
-
-def _sync_wrapper(telemetry: _wrappers.Telemetry, operation: Operation) -> Any:
-    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not _wrappers.should_trace():
-            return wrapped(*args, **kwargs)
-        call = _begin(telemetry, operation, args, kwargs)
-        if call is None:
-            return wrapped(*args, **kwargs)
-        call.admit()
-        in_call = _wrappers.enter_call()
-        call.activate()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as error:
-            _wrappers.exit_call(in_call)
-            call.fail(error)  # also makes the span no longer current
-            raise
-        _wrappers.exit_call(in_call)
-        try:
-            return _finish(call, result)
-        finally:
-            call.deactivate()  # a finished call did it already; a stream's span stays open
-
-    return wrapper
-
-
-def _async_wrapper(telemetry: _wrappers.Telemetry, operation: Operation) -> Any:
-    async def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not _wrappers.should_trace():
-            return await wrapped(*args, **kwargs)
-        call = _begin(telemetry, operation, args, kwargs)
-        if call is None:
-            return await wrapped(*args, **kwargs)
-        call.admit()
-        in_call = _wrappers.enter_call()
-        call.activate()
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            _wrappers.exit_call(in_call)
-            call.fail(error)  # also makes the span no longer current
-            raise
-        _wrappers.exit_call(in_call)
-        try:
-            return _finish(call, result)
-        finally:
-            call.deactivate()  # a finished call did it already; a stream's span stays open
-
-    return wrapper

@@ -472,7 +472,14 @@ class PriceResolver:
         if self._override_name(model, provider) is not None:
             return self.resolve(model, provider)
         price = self.per_call(params)
-        if price is None and response_model and response_model != model:
+        if (
+            price is None
+            and response_model
+            and response_model != model
+            # Overrides are keyed by the model asked for; the answer's name only finds
+            # LiteLLM's entry.
+            and self._override_name(response_model, provider) is None
+        ):
             price = self.resolve(response_model, provider)
         return price or self.resolve(model, provider)
 
