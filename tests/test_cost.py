@@ -3,6 +3,7 @@ and never 0 for a model nobody priced."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Iterator
@@ -183,9 +184,19 @@ def test_price_registered_after_first_call_is_used(
     assert after.attributes[sc.GEN_AI_USAGE_COST] > 0
 
 
-def test_per_call_custom_pricing(telemetry: Telemetry) -> None:
+@pytest.fixture
+def price_map_restored() -> Iterator[None]:
+    """LiteLLM writes per-call custom prices into its global map: put the map back after."""
+    saved = copy.deepcopy(litellm.model_cost)
+    yield
+    litellm.model_cost.clear()
+    litellm.model_cost.update(saved)
+
+
+def test_per_call_custom_pricing(telemetry: Telemetry, price_map_restored: None) -> None:
     response = litellm.completion(
-        model="gpt-4o-mini",
+        model="spendmeter-per-call-model",  # LiteLLM keeps per-call prices: a name of our own
+        custom_llm_provider="openai",
         messages=MESSAGES,
         mock_response="hi",
         input_cost_per_token=2e-6,
