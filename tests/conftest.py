@@ -9,6 +9,7 @@ import os
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,11 +130,20 @@ class FakeProvider(CustomLLM):
         return self._response()
 
 
+@contextmanager
+def registered_provider(name: str, handler: CustomLLM) -> Iterator[None]:
+    """Route LiteLLM's ``<name>/...`` models to ``handler`` for the duration of a test."""
+    saved = list(litellm.custom_provider_map)
+    litellm.custom_provider_map = [{"provider": name, "custom_handler": handler}]
+    litellm.utils.custom_llm_setup()
+    try:
+        yield
+    finally:
+        litellm.custom_provider_map = saved
+
+
 @pytest.fixture
 def fake_provider() -> Iterator[FakeProvider]:
     provider = FakeProvider()
-    saved = list(litellm.custom_provider_map)
-    litellm.custom_provider_map = [{"provider": "fakellm", "custom_handler": provider}]
-    litellm.utils.custom_llm_setup()
-    yield provider
-    litellm.custom_provider_map = saved
+    with registered_provider("fakellm", provider):
+        yield provider

@@ -33,7 +33,7 @@ from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
 from spendmeter.pricing import PricingConfigError
-from tests.conftest import MESSAGES, FakeProvider, Telemetry
+from tests.conftest import MESSAGES, FakeProvider, Telemetry, registered_provider
 
 ANSWER = "Faults happen; the answer still arrives."
 FAKE_MODEL = "fakellm/fake-model"
@@ -363,6 +363,7 @@ async def test_a_cancelled_acompletion_ends_its_span_once(
 
     span = assert_ended_once(telemetry, caplog)
     assert span.attributes[sc.ERROR_TYPE] == "CancelledError"
+    assert span.status.status_code is StatusCode.ERROR
 
 
 # --- a fault inside each telemetry step ---------------------------------------------------
@@ -506,11 +507,8 @@ class MalformedProvider(CustomLLM):
 @pytest.fixture
 def malformed() -> Iterator[MalformedProvider]:
     provider = MalformedProvider()
-    saved = list(litellm.custom_provider_map)
-    litellm.custom_provider_map = [{"provider": "badllm", "custom_handler": provider}]
-    litellm.utils.custom_llm_setup()
-    yield provider
-    litellm.custom_provider_map = saved
+    with registered_provider("badllm", provider):
+        yield provider
 
 
 COST_KEY_PREFIXES = (sc.GEN_AI_USAGE_COST, "spendmeter.cost.")
