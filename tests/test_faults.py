@@ -443,7 +443,7 @@ def test_a_fault_in_any_step_leaves_the_result_unchanged_and_is_logged(
 @pytest.mark.parametrize(
     ("target", "step"),
     [
-        ("spendmeter._streams._Seen.observe", "reading a stream chunk"),
+        ("spendmeter._streams._Seen.read", "reading a stream's chunks"),
         ("spendmeter._streams._stream_usage", "counting a stream's tokens"),
         ("spendmeter._streams._response_attributes", "reading a stream's response"),
     ],

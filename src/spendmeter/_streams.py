@@ -24,9 +24,12 @@ logger = logging.getLogger("spendmeter")
 
 
 class _Seen:
-    """What the chunks told us so far. Kept tiny: it is touched once per chunk."""
+    """The chunks seen so far. A chunk only costs a list append on the way through (LiteLLM
+    keeps every chunk itself, so this holds no extra objects); they are read once, at the end.
+    """
 
     __slots__ = (
+        "chunks",
         "finish_reasons",
         "first_chunk_at",
         "response_id",
@@ -36,6 +39,7 @@ class _Seen:
     )
 
     def __init__(self) -> None:
+        self.chunks: list[Any] = []
         self.first_chunk_at: float | None = None
         self.response_id: str | None = None
         self.response_model: str | None = None
@@ -43,24 +47,26 @@ class _Seen:
         self.finish_reasons: list[str] = []
         self.texts: list[str] = []
 
-    def observe(self, chunk: Any) -> None:
-        if self.first_chunk_at is None:
-            self.first_chunk_at = time.perf_counter()
-            self.response_id = field(chunk, "id")
-            self.response_model = field(chunk, "model")
-        # LiteLLM only sets `usage` on a chunk that carries it (the final one).
-        usage = field(chunk, "usage")
-        if usage is not None:
-            self.usage = usage
-        for choice in field(chunk, "choices") or ():
-            delta = field(choice, "delta")
-            # Text completions stream choices with a `text` and no delta.
-            text = field(choice, "text") if delta is None else field(delta, "content")
-            if text:
-                self.texts.append(text)
-            reason = field(choice, "finish_reason")
-            if reason:
-                self.finish_reasons.append(str(reason))
+    def read(self) -> None:
+        """Read what the chunks say: id and model, texts, finish reasons, the final usage."""
+        chunks = self.chunks
+        if chunks:
+            self.response_id = field(chunks[0], "id")
+            self.response_model = field(chunks[0], "model")
+        for chunk in chunks:
+            # LiteLLM only sets `usage` on a chunk that carries it (the final one).
+            usage = field(chunk, "usage")
+            if usage is not None:
+                self.usage = usage
+            for choice in field(chunk, "choices") or ():
+                delta = field(choice, "delta")
+                # Text completions stream choices with a `text` and no delta.
+                text = field(choice, "text") if delta is None else field(delta, "content")
+                if text:
+                    self.texts.append(text)
+                reason = field(choice, "finish_reason")
+                if reason:
+                    self.finish_reasons.append(str(reason))
 
 
 class TracedStream(wrapt.ObjectProxy):
@@ -85,10 +91,10 @@ class TracedStream(wrapt.ObjectProxy):
         except BaseException as error:
             self._self_finish(error)
             raise
-        try:
-            self._self_seen.observe(chunk)
-        except Exception:
-            logger.exception("spendmeter: reading a stream chunk failed; the stream is unaffected")
+        chunks = self._self_seen.chunks
+        if not chunks:
+            self._self_seen.first_chunk_at = time.perf_counter()
+        chunks.append(chunk)
         return chunk
 
     def close(self) -> None:
@@ -118,10 +124,10 @@ class TracedStream(wrapt.ObjectProxy):
         except BaseException as error:  # CancelledError included: the span must still end
             self._self_finish(error)
             raise
-        try:
-            self._self_seen.observe(chunk)
-        except Exception:
-            logger.exception("spendmeter: reading a stream chunk failed; the stream is unaffected")
+        chunks = self._self_seen.chunks
+        if not chunks:
+            self._self_seen.first_chunk_at = time.perf_counter()
+        chunks.append(chunk)
         return chunk
 
     async def aclose(self) -> None:
@@ -151,6 +157,7 @@ class TracedStream(wrapt.ObjectProxy):
             call.fail(error)
             return
         seen = self._self_seen
+        guarded("reading a stream's chunks", seen.read)
         # Each step is guarded on its own: whatever fails, the span still ends.
         usage, estimated = guarded("counting a stream's tokens", _stream_usage, call, seen) or (
             None,
