@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeGuard, TypeVar
 
 from opentelemetry import metrics, trace
@@ -77,6 +77,9 @@ class _Ledger:
     fired: set[float] = field(default_factory=set)
     exceeded: bool = False
     reserved: float = 0.0  # worst-case cost of admitted calls still in flight
+    # Spend below this crosses nothing (the next alert or the budget, less the tolerance):
+    # most calls skip the threshold checks.
+    quiet_below: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,13 @@ class BudgetSpanProcessor(SpanProcessor):
             raise ValueError("reserve=True needs raise_on_budget=True: only it refuses calls")
 
         self._lock = threading.Lock()
-        self._window_start = _window_start(self._window, self._now())
+        self._window_end = _window_end(self._window, self._now())
         self._ledgers: dict[str | None, _Ledger] = {None: _Ledger()}
-        self._history: deque[CallRecord] = deque(maxlen=HISTORY_SIZE)
+        # (timestamp, model, cost, scope) rows: a tuple is cheaper to make on every call than
+        # a CallRecord, which `history` builds on demand.
+        self._history: deque[tuple[datetime, str, float | None, str | None]] = deque(
+            maxlen=HISTORY_SIZE
+        )
         self._reservations: dict[CallRequest, tuple[_Ledger, float]] = {}
 
         self._gauges = _GaugeFeed.for_meter(
@@ -244,7 +251,8 @@ class BudgetSpanProcessor(SpanProcessor):
     def history(self) -> list[CallRecord]:
         """The last ``HISTORY_SIZE`` finished calls, oldest first."""
         with self._lock:
-            return list(self._history)
+            rows = list(self._history)
+        return [CallRecord(*row) for row in rows]
 
     def reset(self) -> None:
         """Forget all spend, alerts and history, as if the processor were new."""
@@ -283,10 +291,14 @@ class BudgetSpanProcessor(SpanProcessor):
             or _UNKNOWN_MODEL
         )
         now = self._now()
-        with self._current(now):
-            self._release(request)
+        with self._lock:
+            self._roll(now)
+            if self._reservations:
+                self._release(request)
             crossings = self._record(scope, model, cost)
-            self._history.append(CallRecord(now, model, cost, scope))
+            self._history.append((now, model, cost, scope))
+        if crossings is None:
+            return
         self._announce(crossings)
         if crossings.exceeded and self._raise_on_budget:
             raise BudgetExceededError(self._budget, crossings.spent, scope=scope)
@@ -306,21 +318,25 @@ class BudgetSpanProcessor(SpanProcessor):
 
     def _now(self) -> datetime:
         now = self._clock()
+        if now.tzinfo is timezone.utc:
+            return now
         return now.astimezone(timezone.utc) if now.tzinfo else now.replace(tzinfo=timezone.utc)
 
     @contextmanager
-    def _current(self, now: datetime | None = None) -> Iterator[None]:
-        """Hold the lock, with the ledgers started afresh if ``now`` is in a later window.
-
-        Clocks are read before the lock, so a thread may bring an older time than the one that
-        moved the window on: windows only move forward.
-        """
-        start = _window_start(self._window, self._now() if now is None else now)
+    def _current(self) -> Iterator[None]:
+        """Hold the lock, with the ledgers started afresh if a later window has begun."""
+        now = self._now()
         with self._lock:
-            if start > self._window_start:
-                self._window_start = start
-                self._ledgers = {None: _Ledger()}
+            self._roll(now)
             yield
+
+    def _roll(self, now: datetime) -> None:
+        """Start every ledger afresh if ``now`` is past the current window; the caller holds
+        the lock. Clocks are read before the lock, so a thread may bring an older time than
+        the one that moved the window on: windows only move forward."""
+        if now >= self._window_end:
+            self._window_end = _window_end(self._window, now)
+            self._ledgers = {None: _Ledger()}
 
     def _scope_of(self, attributes: Mapping[str, Any]) -> str | None:
         if self._scope is None:
@@ -354,14 +370,18 @@ class BudgetSpanProcessor(SpanProcessor):
             # Clamped: float sums and differences need not cancel exactly.
             ledger.reserved = max(ledger.reserved - estimate, 0.0)
 
-    def _record(self, scope: str | None, model: str, cost: float | None) -> _Crossings:
-        """Add one call to its ledger; the caller holds the lock."""
-        ledger = self._ledgers.setdefault(scope, _Ledger())
+    def _record(self, scope: str | None, model: str, cost: float | None) -> _Crossings | None:
+        """Add one call to its ledger; what it crossed, if anything. The caller holds the lock."""
+        ledger = self._ledgers.get(scope)
+        if ledger is None:
+            ledger = self._ledgers[scope] = _Ledger()
         ledger.requests += 1
         if cost is None:
-            return _Crossings(scope, ledger.spent, (), exceeded=False)
+            return None
         ledger.spent += cost
         ledger.cost_by_model[model] = ledger.cost_by_model.get(model, 0.0) + cost
+        if ledger.spent < ledger.quiet_below:
+            return None
         # `spent > 0`: a $0 budget is not reached by unpriced or free calls.
         fractions = tuple(
             fraction
@@ -373,7 +393,17 @@ class BudgetSpanProcessor(SpanProcessor):
         ledger.fired.update(fractions)
         exceeded = not ledger.exceeded and _passed(ledger.spent, self._budget)
         ledger.exceeded = ledger.exceeded or exceeded
+        ledger.quiet_below = self._next_crossing(ledger) * (1 - 2 * _TOLERANCE)
+        if not fractions and not exceeded:
+            return None
         return _Crossings(scope, ledger.spent, fractions, exceeded)
+
+    def _next_crossing(self, ledger: _Ledger) -> float:
+        """The spend at which the ledger next reaches an alert or passes the budget."""
+        limits = [f * self._budget for f in self._thresholds if f not in ledger.fired]
+        if not ledger.exceeded:
+            limits.append(self._budget)
+        return min(limits, default=math.inf)
 
     def _announce(self, crossings: _Crossings) -> None:
         """Alert outside the lock, so that a callback may call back into the processor."""
@@ -492,17 +522,19 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-_BEGINNING = datetime.min.replace(tzinfo=timezone.utc)
+_NEVER = datetime.max.replace(tzinfo=timezone.utc)
 
 
-def _window_start(window: str | None, now: datetime) -> datetime:
+def _window_end(window: str | None, now: datetime) -> datetime:
+    """When the calendar window (UTC) that holds ``now`` ends."""
     if window == "hour":
-        return now.replace(minute=0, second=0, microsecond=0)
+        return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     if window == "day":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     if window == "month":
-        return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return _BEGINNING
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return (start + timedelta(days=32)).replace(day=1)
+    return _NEVER
 
 
 def _reached(spent: float, limit: float) -> bool:
