@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from typing import Any
 
@@ -309,6 +310,18 @@ def test_content_is_recorded_when_asked(instrument: Any, monkeypatch: pytest.Mon
     attributes = telemetry.span().attributes
     assert "How much does this cost?" in attributes[sc.GEN_AI_INPUT_MESSAGES]
     assert ANSWER in attributes[sc.GEN_AI_OUTPUT_MESSAGES]
+
+
+def test_streamed_content_is_recorded_whole_when_asked(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    telemetry = instrument()
+    chunks = list(chat(stream=True, stream_options={"include_usage": True}))
+
+    output = json.loads(telemetry.span().attributes[sc.GEN_AI_OUTPUT_MESSAGES])
+    assert len(chunks) > 2
+    assert output == [{"role": "assistant", "content": ANSWER}]
 
 
 def test_credentials_are_never_recorded(instrument: Any, monkeypatch: pytest.MonkeyPatch) -> None:

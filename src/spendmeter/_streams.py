@@ -34,7 +34,6 @@ class _Seen:
         "first_chunk_at",
         "response_id",
         "response_model",
-        "texts",
         "usage",
     )
 
@@ -45,10 +44,9 @@ class _Seen:
         self.response_model: str | None = None
         self.usage: Any = None
         self.finish_reasons: list[str] = []
-        self.texts: list[str] = []
 
     def read(self) -> None:
-        """Read what the chunks say: id and model, texts, finish reasons, the final usage."""
+        """Read what the chunks say: id and model, finish reasons, the final usage."""
         chunks = self.chunks
         if chunks:
             self.response_id = field(chunks[0], "id")
@@ -59,14 +57,22 @@ class _Seen:
             if usage is not None:
                 self.usage = usage
             for choice in field(chunk, "choices") or ():
+                reason = field(choice, "finish_reason")
+                if reason:
+                    self.finish_reasons.append(str(reason))
+
+    def text(self) -> str:
+        """The text streamed so far; read only when needed (no usage came, or content is
+        captured), as it touches every choice of every chunk."""
+        texts = []
+        for chunk in self.chunks:
+            for choice in field(chunk, "choices") or ():
                 delta = field(choice, "delta")
                 # Text completions stream choices with a `text` and no delta.
                 text = field(choice, "text") if delta is None else field(delta, "content")
                 if text:
-                    self.texts.append(text)
-                reason = field(choice, "finish_reason")
-                if reason:
-                    self.finish_reasons.append(str(reason))
+                    texts.append(text)
+        return "".join(texts)
 
 
 class TracedStream(wrapt.ObjectProxy):
@@ -208,7 +214,7 @@ def _estimate_usage(call: Call, seen: _Seen) -> TokenUsage | None:
         input_tokens = litellm.token_counter(model=model, text=prompt)
     else:
         return None
-    text = "".join(seen.texts)
+    text = seen.text()
     output_tokens = (
         litellm.token_counter(model=model, text=text, count_response_tokens=True) if text else 0
     )
@@ -231,8 +237,9 @@ def _response_attributes(seen: _Seen, capture_content: bool) -> dict[str, Any]:
         found[sc.GEN_AI_RESPONSE_MODEL] = seen.response_model
     if seen.finish_reasons:
         found[sc.GEN_AI_RESPONSE_FINISH_REASONS] = seen.finish_reasons
-    if capture_content and seen.texts:
+    text = seen.text() if capture_content else ""
+    if text:
         found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
-            [{"role": "assistant", "content": "".join(seen.texts)}], ensure_ascii=False
+            [{"role": "assistant", "content": text}], ensure_ascii=False
         )
     return found
