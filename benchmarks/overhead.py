@@ -574,20 +574,37 @@ def _growth_by_package(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot
 # --- report --------------------------------------------------------------------------------
 
 
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    ours = results["contenders"].get("spendmeter", {})
+def _faster_peer_added_us(results: dict[str, Any]) -> float | None:
     peers = [
         result["plain"]["added_us"]
         for name, result in results["contenders"].items()
         if name not in ("spendmeter", "otel floor") and "plain" in result
     ]
+    return min(peers) if peers else None
+
+
+def floor_yardstick(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The plain-call figures of the OpenTelemetry floor, read against the same targets:
+    what no instrumentation recording what spendmeter records can go below."""
+    floor = results["contenders"].get("otel floor", {}).get("plain")
+    peer = _faster_peer_added_us(results)
+    if floor is None or peer is None:
+        return None
+    return {
+        "added_us": floor["added_us"],
+        "added_over_faster_peer": round(floor["added_us"] / peer, 3),
+        "ratio_to_bare": floor["ratio"],
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    ours = results["contenders"].get("spendmeter", {})
+    peer = _faster_peer_added_us(results)
     found = []
     if "plain" in ours:
         added = ours["plain"]["added_us"]
-        if peers:
-            found.append(
-                _target("added per plain call / faster peer's", added / min(peers), 0.5, 1 / 3)
-            )
+        if peer is not None:
+            found.append(_target("added per plain call / faster peer's", added / peer, 0.5, 1 / 3))
         found.append(_target("plain call ratio to bare", ours["plain"]["ratio"], 1.15, 1.10))
         found.append(
             _target("stream overhead per chunk (us)", ours["stream"]["chunk"]["added_us"], 2.0)
@@ -651,6 +668,13 @@ def print_report(results: dict[str, Any]) -> None:
         limit = f" (limit {target['limit']}{aim})" if "limit" in target else ""
         verdict = "met   " if target["met"] else "MISSED"
         print(f"  {verdict} {target['target']}: {target['value']}{limit}")
+    floor = results.get("floor")
+    if floor is not None:
+        print(
+            f"\nthe OpenTelemetry floor alone, for reference: +{floor['added_us']:.1f} us a plain "
+            f"call, {floor['added_over_faster_peer']} of the faster peer's added time, "
+            f"{floor['ratio_to_bare']} of a bare call"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -686,6 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"memory: {args.memory_calls:,} calls ...", file=sys.stderr, flush=True)
         results["memory"] = measure_memory(args.memory_calls)
     results["targets"] = targets(results)
+    results["floor"] = floor_yardstick(results)
     print_report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
