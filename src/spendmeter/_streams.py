@@ -45,6 +45,11 @@ class _Seen:
         self.usage: Any = None
         self.finish_reasons: list[str] = []
 
+    def keep(self, chunk: Any) -> None:
+        if not self.chunks:
+            self.first_chunk_at = time.perf_counter()
+        self.chunks.append(chunk)
+
     def read(self) -> None:
         """Read what the chunks say: id and model, finish reasons, the final usage."""
         chunks = self.chunks
@@ -97,10 +102,7 @@ class TracedStream(wrapt.ObjectProxy):
         except BaseException as error:
             self._self_finish(error)
             raise
-        chunks = self._self_seen.chunks
-        if not chunks:
-            self._self_seen.first_chunk_at = time.perf_counter()
-        chunks.append(chunk)
+        self._self_seen.keep(chunk)
         return chunk
 
     def close(self) -> None:
@@ -130,10 +132,7 @@ class TracedStream(wrapt.ObjectProxy):
         except BaseException as error:  # CancelledError included: the span must still end
             self._self_finish(error)
             raise
-        chunks = self._self_seen.chunks
-        if not chunks:
-            self._self_seen.first_chunk_at = time.perf_counter()
-        chunks.append(chunk)
+        self._self_seen.keep(chunk)
         return chunk
 
     async def aclose(self) -> None:
