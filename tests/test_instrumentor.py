@@ -312,16 +312,25 @@ def test_content_is_recorded_when_asked(instrument: Any, monkeypatch: pytest.Mon
     assert ANSWER in attributes[sc.GEN_AI_OUTPUT_MESSAGES]
 
 
+@pytest.mark.parametrize(
+    ("include_usage", "status"), [(True, sc.PRICING_PRICED), (False, sc.PRICING_ESTIMATED)]
+)
 def test_streamed_content_is_recorded_whole_when_asked(
-    instrument: Any, monkeypatch: pytest.MonkeyPatch
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, include_usage: bool, status: str
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     telemetry = instrument()
-    chunks = list(chat(stream=True, stream_options={"include_usage": True}))
+    chunks = list(chat(stream=True, stream_options={"include_usage": include_usage}))
 
-    output = json.loads(telemetry.span().attributes[sc.GEN_AI_OUTPUT_MESSAGES])
+    attributes = telemetry.span().attributes
+    output = json.loads(attributes[sc.GEN_AI_OUTPUT_MESSAGES])
     assert len(chunks) > 2
     assert output == [{"role": "assistant", "content": ANSWER}]
+    # Without usage, the same text is counted locally as well.
+    assert attributes[sc.SPENDMETER_PRICING_STATUS] == status
+    assert attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == litellm.token_counter(
+        model="gpt-4o-mini", text=ANSWER, count_response_tokens=True
+    )
 
 
 def test_credentials_are_never_recorded(instrument: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import wrapt
@@ -29,6 +30,7 @@ class _Seen:
     """
 
     __slots__ = (
+        "_text",
         "chunks",
         "finish_reasons",
         "first_chunk_at",
@@ -39,6 +41,7 @@ class _Seen:
 
     def __init__(self) -> None:
         self.chunks: list[Any] = []
+        self._text: str | None = None
         self.first_chunk_at: float | None = None
         self.response_id: str | None = None
         self.response_model: str | None = None
@@ -67,17 +70,20 @@ class _Seen:
                     self.finish_reasons.append(str(reason))
 
     def text(self) -> str:
-        """The text streamed so far; read only when needed (no usage came, or content is
-        captured), as it touches every choice of every chunk."""
-        texts = []
+        """The streamed text, put together on first use: only when needed (no usage came, or
+        content is captured), as it touches every choice of every chunk."""
+        if self._text is None:
+            self._text = "".join(self._texts())
+        return self._text
+
+    def _texts(self) -> Iterator[str]:
         for chunk in self.chunks:
             for choice in field(chunk, "choices") or ():
                 delta = field(choice, "delta")
                 # Text completions stream choices with a `text` and no delta.
                 text = field(choice, "text") if delta is None else field(delta, "content")
                 if text:
-                    texts.append(text)
-        return "".join(texts)
+                    yield text
 
 
 class TracedStream(wrapt.ObjectProxy):
