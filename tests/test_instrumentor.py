@@ -168,6 +168,26 @@ def test_stream_without_usage_is_estimated_locally(telemetry: Telemetry) -> None
     assert span.attributes[sc.GEN_AI_USAGE_COST] > 0
 
 
+def test_stream_without_usage_counts_its_tools_in_the_prompt(telemetry: Telemetry) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_price",
+                "description": "The price of a model per million tokens",
+                "parameters": {"type": "object", "properties": {"model": {"type": "string"}}},
+            },
+        }
+    ]
+    # Any `tools` makes LiteLLM import its MCP handler, which needs the optional `mcp`
+    # package; LiteLLM's own switch skips it (the mocked call uses no MCP server).
+    list(chat(stream=True, tools=tools, _skip_mcp_handler=True))
+
+    with_tools = litellm.token_counter(model="gpt-4o-mini", messages=MESSAGES, tools=tools)
+    assert with_tools > litellm.token_counter(model="gpt-4o-mini", messages=MESSAGES)
+    assert telemetry.span().attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == with_tools
+
+
 def test_stream_proxy_behaves_like_litellms_stream(telemetry: Telemetry) -> None:
     stream = chat(stream=True)
     assert isinstance(stream, litellm.CustomStreamWrapper)

@@ -26,7 +26,7 @@ def worst_case_cost(
     price = resolver.for_call(model, provider, params)
     if price is None or price.per_second is not None:
         return None
-    input_tokens = _input_tokens(model, params)
+    input_tokens = prompt_tokens(model, params)
     output_tokens = (
         0 if operation == sc.OPERATION_EMBEDDINGS else _output_tokens(model, provider, params)
     )
@@ -36,7 +36,9 @@ def worst_case_cost(
     return compute_cost(price, usage).total
 
 
-def _input_tokens(model: str, params: Mapping[str, Any]) -> int | None:
+def prompt_tokens(model: str, params: Mapping[str, Any]) -> int | None:
+    """The call's prompt counted locally (messages with their tools, a prompt or an input);
+    ``None`` when there is nothing to count."""
     messages = params.get("messages")
     if messages:
         return litellm.token_counter(

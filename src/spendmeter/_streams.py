@@ -17,6 +17,7 @@ import wrapt
 
 from spendmeter import semconv as sc
 from spendmeter._attributes import field
+from spendmeter._estimate import prompt_tokens
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter._wrappers import Call, guarded
 from spendmeter.errors import BudgetExceededError
@@ -210,14 +211,8 @@ def _estimate_usage(call: Call, seen: _Seen) -> TokenUsage | None:
     import litellm
 
     model = call.info.model
-    params = call.params
-    messages = params.get("messages")
-    prompt = params.get("prompt")
-    if messages:
-        input_tokens = litellm.token_counter(model=model, messages=messages)
-    elif isinstance(prompt, str):
-        input_tokens = litellm.token_counter(model=model, text=prompt)
-    else:
+    input_tokens = prompt_tokens(model, call.params)
+    if input_tokens is None:
         return None
     text = seen.text()
     output_tokens = (
