@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -358,9 +358,9 @@ def unit_cost() -> float:
     )
 
 
-def test_sixteen_threads_racing_past_the_budget(budgeted: Any, recorder: Recorder) -> None:
-    workers = 16
-    processor, telemetry = budgeted(200.5 * unit_cost(), raise_on_budget=True)
+def race_until_stopped(workers: int, spend: Callable[[], object]) -> list[BudgetExceededError]:
+    """Starts ``workers`` threads at once, each calling ``spend`` until a budget stops it;
+    returns what stopped each of them."""
     start = threading.Barrier(workers)
     stops: list[BudgetExceededError] = []
 
@@ -368,7 +368,7 @@ def test_sixteen_threads_racing_past_the_budget(budgeted: Any, recorder: Recorde
         start.wait()
         while True:
             try:
-                ask_mocked()
+                spend()
             except BudgetExceededError as stop:
                 stops.append(stop)
                 return
@@ -378,6 +378,14 @@ def test_sixteen_threads_racing_past_the_budget(budgeted: Any, recorder: Recorde
         thread.start()
     for thread in threads:
         thread.join()
+    return stops
+
+
+def test_sixteen_threads_racing_past_the_budget(budgeted: Any, recorder: Recorder) -> None:
+    workers = 16
+    processor, telemetry = budgeted(200.5 * unit_cost(), raise_on_budget=True)
+
+    stops = race_until_stopped(workers, ask_mocked)
 
     assert_raced_past_the_budget_exactly(processor, telemetry, recorder, stops, workers)
 
@@ -717,23 +725,9 @@ def test_sixteen_threads_racing_with_reservations_never_overspend(
 ) -> None:
     workers = 16
     processor, telemetry = budgeted(100 * unit_cost(), raise_on_budget=True, reserve=True)
-    start = threading.Barrier(workers)
-    stops: list[BudgetExceededError] = []
 
-    def spend_until_refused() -> None:
-        start.wait()
-        while True:
-            try:
-                ask_mocked(max_tokens=20)  # a mocked answer is 20 tokens: the worst case is real
-            except BudgetExceededError as stop:
-                stops.append(stop)
-                return
-
-    threads = [threading.Thread(target=spend_until_refused) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # A mocked answer is 20 tokens: with max_tokens=20 the worst case is the real cost.
+    stops = race_until_stopped(workers, lambda: ask_mocked(max_tokens=20))
 
     assert len(stops) == workers
     assert all(stop.response is None for stop in stops)  # every stop came before a request
