@@ -382,11 +382,11 @@ def _raise(*args: Any, **kwargs: Any) -> Any:
 PLAIN_CALL_FAULTS = [
     ("spendmeter._attributes.request_attributes", "reading the request", True, True),
     ("spendmeter._attributes.response_attributes", "reading the response", True, True),
-    ("spendmeter._wrappers.token_usage", "reading usage", True, True),
-    ("spendmeter._wrappers.litellm_response_cost", "reading LiteLLM's cost", True, True),
+    ("spendmeter._call.token_usage", "reading usage", True, True),
+    ("spendmeter._call.litellm_response_cost", "reading LiteLLM's cost", True, True),
     ("spendmeter.pricing.PriceResolver.resolve", "pricing", True, True),
-    ("spendmeter._wrappers.compute_cost", "pricing", True, True),
-    ("spendmeter._wrappers.add_pricing_attributes", "annotating the span", True, True),
+    ("spendmeter._call.compute_cost", "pricing", True, True),
+    ("spendmeter._call.add_pricing_attributes", "annotating the span", True, True),
     ("spendmeter.budget.BudgetSpanProcessor.after_call", "a budget failed", False, True),
     (
         "opentelemetry.sdk.metrics._internal.instrument._Histogram.record",
@@ -679,7 +679,7 @@ def test_a_missing_pricing_file_in_the_environment_is_an_error_naming_it(
 def test_per_model_caches_stay_bounded_over_many_distinct_models(
     instrument: Any, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("spendmeter._wrappers.MAX_CACHED_MODELS", 8)
+    monkeypatch.setattr("spendmeter._call.MAX_CACHED_MODELS", 8)
     monkeypatch.setattr("spendmeter.pricing._MAX_CACHED_MODELS", 8)
     telemetry = instrument()
 

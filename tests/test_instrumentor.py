@@ -304,7 +304,7 @@ def test_fault_inside_telemetry_is_logged_not_raised(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("pricing exploded")
 
-    monkeypatch.setattr("spendmeter._wrappers.compute_cost", broken)
+    monkeypatch.setattr("spendmeter._call.compute_cost", broken)
     with caplog.at_level(logging.ERROR, logger="spendmeter"):
         response = chat()
 

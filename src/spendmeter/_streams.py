@@ -17,9 +17,9 @@ import wrapt
 
 from spendmeter import semconv as sc
 from spendmeter._attributes import field
+from spendmeter._call import Call, guarded
 from spendmeter._estimate import prompt_tokens
 from spendmeter._usage import TokenUsage, token_usage
-from spendmeter._wrappers import Call, guarded
 from spendmeter.errors import BudgetExceededError
 
 logger = logging.getLogger("spendmeter")

@@ -19,7 +19,7 @@ from spendmeter._attributes import Operation
 from spendmeter.version import __version__
 
 if TYPE_CHECKING:
-    from spendmeter._wrappers import Telemetry
+    from spendmeter._call import Telemetry
 
 logger = logging.getLogger("spendmeter")
 
@@ -77,8 +77,8 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         # and works where LiteLLM is not installed (the dependency check reports that).
         import litellm
 
-        from spendmeter._patch import async_wrapper, sync_wrapper
-        from spendmeter._wrappers import Telemetry
+        from spendmeter._call import Telemetry
+        from spendmeter._wrappers import async_wrapper, sync_wrapper
         from spendmeter.metrics import create_instruments
         from spendmeter.pricing import PriceResolver, load_overrides
 
