@@ -10,9 +10,13 @@ spendmeter is logged and swallowed. Only ``BudgetExceededError`` crosses into th
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -20,11 +24,12 @@ from typing import Any, NamedTuple
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
 
-from spendmeter import _attributes, _listeners
+from spendmeter import _attributes
 from spendmeter import semconv as sc
 from spendmeter._estimate import worst_case_cost
+from spendmeter._listeners import SpendListener, budgets_of
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
 from spendmeter.metrics import Instruments
@@ -43,6 +48,25 @@ _IN_CALL: ContextVar[bool] = ContextVar("spendmeter_in_call", default=False)
 
 def should_trace() -> bool:
     return not _IN_CALL.get() and is_instrumentation_enabled()
+
+
+class _CallIds:
+    """Call ids unique across processes and hosts: a random prefix per process (made anew in a
+    forked child) and a counter. A shared ledger settles each call once by its id."""
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix = uuid.uuid4().hex
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self.counter)}"
+
+
+_call_ids = _CallIds()
+os.register_at_fork(after_in_child=_call_ids.renew)
 
 
 def guarded(step: str, func: Callable[..., Any], *args: Any) -> Any:
@@ -89,10 +113,12 @@ class Telemetry:
         instruments: Instruments,
         resolver: PriceResolver,
         *,
+        tracer_provider: Any = None,
         metadata_keys: tuple[str, ...] = (),
         capture_content: bool = False,
     ) -> None:
         self.tracer = tracer
+        self.tracer_provider = tracer_provider  # None: the global provider, read at call time
         self.instruments = instruments
         self.resolver = resolver
         self.metadata_keys = metadata_keys
@@ -175,7 +201,21 @@ class Telemetry:
             )
 
     # --- one call -------------------------------------------------------------------------
-    def begin(self, operation: _attributes.Operation, args: tuple, kwargs: Mapping) -> Call:
+    def budgets(self) -> tuple[SpendListener, ...]:
+        """The budgets that govern a call now: those on the instrumented tracer provider."""
+        return budgets_of(self.tracer_provider or trace.get_tracer_provider())
+
+    def begin(
+        self,
+        operation: _attributes.Operation,
+        args: tuple,
+        kwargs: Mapping,
+        *,
+        traced: bool = True,
+    ) -> Call:
+        """Start one call; ``traced=False`` (under ``suppress_instrumentation()``) makes no span
+        and records no metric, but budgets still count and cap it: it is paid for all the same.
+        """
         params = operation.bind(args, kwargs)
         info = self.model_info(operation.name, params)
         # Shared, never mutated: the SDK copies span attributes, budgets only read them.
@@ -189,7 +229,7 @@ class Telemetry:
         )
         if optional:
             attributes = {**attributes, **optional}
-        return Call(self, info, params, attributes)
+        return Call(self, info, params, attributes, traced=traced)
 
 
 def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:
@@ -233,29 +273,50 @@ class Call:
 
     __slots__ = (
         "_active",
+        "_call_id",
         "_ended",
         "_in_call",
         "attributes",
+        "budgets",
         "info",
         "params",
         "span",
         "started",
         "telemetry",
+        "traced",
     )
 
     def __init__(
-        self, telemetry: Telemetry, info: ModelInfo, params: Mapping, attributes: dict
+        self,
+        telemetry: Telemetry,
+        info: ModelInfo,
+        params: Mapping,
+        attributes: dict,
+        *,
+        traced: bool = True,
     ) -> None:
         self.telemetry = telemetry
         self.info = info
         self.params = params
         self.attributes = attributes
+        self.traced = traced
+        # The budgets that admit a call are the ones that settle it.
+        self.budgets = telemetry.budgets()
+        self._call_id: str | None = None
         self._ended = False
         self._active: object | None = None  # the context token while the span is current
-        self.span = telemetry.tracer.start_span(
-            info.span_name, kind=SpanKind.CLIENT, attributes=attributes
+        self.span: Span = (
+            telemetry.tracer.start_span(info.span_name, kind=SpanKind.CLIENT, attributes=attributes)
+            if traced
+            else INVALID_SPAN
         )
         self.started = time.perf_counter()
+
+    @property
+    def call_id(self) -> str:
+        if self._call_id is None:
+            self._call_id = _call_ids.next()
+        return self._call_id
 
     def __enter__(self) -> Call:
         """The call runs: its span current, LiteLLM's calls inside it not traced again."""
@@ -264,12 +325,13 @@ class Call:
         return self
 
     def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
+        # The wrapper ends a failed call (`fail` or `afail`), so that an async call tells its
+        # budgets without blocking its event loop.
         _IN_CALL.reset(self._in_call)
-        if error is not None:
-            self.fail(error)  # also makes the span no longer current
 
     def activate(self) -> None:
-        self._active = otel_context.attach(trace.set_span_in_context(self.span))
+        if self.traced:
+            self._active = otel_context.attach(trace.set_span_in_context(self.span))
 
     def deactivate(self) -> None:
         """Make the span no longer current; a no-op once done."""
@@ -281,15 +343,29 @@ class Call:
     def admit(self) -> None:
         """Ask every budget whether this call may go out; a refusal ends the span as failed."""
         try:
-            for listener in _listeners.listeners():
-                listener.before_call(self.attributes, self)
+            for budget in self.budgets:
+                budget.before_call(self.attributes, self)
         except BudgetExceededError as refusal:
-            self._ended = True
+            self._refused(refusal)
             self._tell_failed()  # budgets that admitted it first release what they held
-            guarded("recording a refused call", self._end_refused, refusal)
             raise
         except Exception:
             logger.exception("spendmeter: a budget check failed; the call goes ahead")
+
+    async def aadmit(self) -> None:
+        try:
+            for budget in self.budgets:
+                await budget.abefore_call(self.attributes, self)
+        except BudgetExceededError as refusal:
+            self._refused(refusal)
+            await self._atell_failed()
+            raise
+        except Exception:
+            logger.exception("spendmeter: a budget check failed; the call goes ahead")
+
+    def _refused(self, refusal: BudgetExceededError) -> None:
+        self._ended = True
+        guarded("recording a refused call", self._end_refused, refusal)
 
     def max_cost(self) -> float | None:
         """The most this call can cost, for budgets that reserve it before it is sent."""
@@ -306,8 +382,15 @@ class Call:
         )
 
     def _tell_failed(self) -> None:
-        for listener in _listeners.listeners():
-            guarded("releasing a reservation", listener.call_failed, self.attributes, self)
+        for budget in self.budgets:
+            guarded("releasing a reservation", budget.call_failed, self.attributes, self)
+
+    async def _atell_failed(self) -> None:
+        for budget in self.budgets:
+            try:
+                await budget.acall_failed(self.attributes, self)
+            except Exception:
+                logger.exception("spendmeter: releasing a reservation failed")
 
     def _end_refused(self, refusal: BudgetExceededError) -> None:
         self.span.set_attribute(sc.ERROR_TYPE, _attributes.error_type(refusal))
@@ -316,12 +399,21 @@ class Call:
 
     # --- endings --------------------------------------------------------------------------
     def fail(self, error: BaseException) -> None:
+        if self._failing(error):
+            self._tell_failed()
+
+    async def afail(self, error: BaseException) -> None:
+        if self._failing(error):
+            await self._atell_failed()
+
+    def _failing(self, error: BaseException) -> bool:
+        """End the span as failed; whether the budgets are still to hear of it."""
         self.deactivate()
         if self._ended:
-            return
+            return False
         self._ended = True
-        self._tell_failed()
         guarded("recording a failed call", self._record_failure, error)
+        return bool(self.budgets)
 
     def _record_failure(self, error: BaseException) -> None:
         kind = _attributes.error_type(error)
@@ -329,16 +421,23 @@ class Call:
         self.span.set_attribute(sc.ERROR_TYPE, kind)
         self.span.set_status(Status(StatusCode.ERROR, str(error)))
         self.span.end()
-        self.telemetry.instruments.duration.record(
-            duration, {**self.info.base, sc.ERROR_TYPE: kind}
-        )
+        if self.traced:
+            self.telemetry.instruments.duration.record(
+                duration, {**self.info.base, sc.ERROR_TYPE: kind}
+            )
 
     def succeed(self, response: Any) -> None:
         """Finish a plain (not streamed) call; raises ``BudgetExceededError`` if it asked to."""
-        if self._ended:
-            return
+        if not self._ended:
+            self.finish(self._outcome(response))
+
+    async def asucceed(self, response: Any) -> None:
+        if not self._ended:
+            await self.afinish(self._outcome(response))
+
+    def _outcome(self, response: Any) -> Outcome:
         self._ended = True
-        self.finish(
+        return Outcome(
             usage=guarded("reading usage", response_usage, response),
             estimated=False,
             litellm_cost=guarded("reading LiteLLM's cost", litellm_response_cost, response),
@@ -351,48 +450,62 @@ class Call:
             response=response,
         )
 
-    def finish(
-        self,
-        *,
-        usage: TokenUsage | None,
-        estimated: bool,
-        litellm_cost: float | None,
-        response_attributes: Mapping[str, Any] | None,
-        response: Any,
-        first_chunk_delay: float | None = None,
-    ) -> None:
+    def finish(self, outcome: Outcome) -> None:
         """Price, annotate and end the span, record metrics, tell budgets. Budgets may raise."""
+        pricing = self._priced(outcome)
+        # Budgets hear of the call while its span is open, so a threshold event lands on it;
+        # a budget's error reaches the caller only once the span is ended and exported.
+        with self._current_for_budgets():
+            exceeded = self._tell_budgets(pricing.total, outcome.response)
+        self._close(outcome, pricing, exceeded)
+
+    async def afinish(self, outcome: Outcome) -> None:
+        pricing = self._priced(outcome)
+        with self._current_for_budgets():
+            exceeded = await self._atell_budgets(pricing.total, outcome.response)
+        self._close(outcome, pricing, exceeded)
+
+    def _priced(self, outcome: Outcome) -> Pricing:
         self._ended = True
-        duration = time.perf_counter() - self.started
+        response_attributes = outcome.response_attributes
         pricing = guarded(
             "pricing",
             self.telemetry.price,
             self.info,
             self.params,
-            usage,
-            litellm_cost,
-            duration,
+            outcome.usage,
+            outcome.litellm_cost,
+            time.perf_counter() - self.started,
             response_attributes.get(sc.GEN_AI_RESPONSE_MODEL) if response_attributes else None,
         )
-        if pricing is not None and estimated and pricing.status == sc.PRICING_PRICED:
+        if pricing is not None and outcome.estimated and pricing.status == sc.PRICING_PRICED:
             pricing = Pricing(sc.PRICING_ESTIMATED, pricing.total, pricing.parts, pricing.price)
         pricing = pricing or UNPRICED
         guarded(
             "annotating the span",
             self._annotate,
-            usage,
+            outcome.usage,
             pricing,
             response_attributes,
-            first_chunk_delay,
+            outcome.first_chunk_delay,
         )
-        # Budgets hear of the call while its span is open, so a threshold event lands on it;
-        # a budget's error reaches the caller only once the span is ended and exported.
-        exceeded = self._tell_budgets(pricing.total, response)
+        return pricing
+
+    def _close(
+        self, outcome: Outcome, pricing: Pricing, exceeded: BudgetExceededError | None
+    ) -> None:
+        duration = time.perf_counter() - self.started
         self.deactivate()
         guarded("ending the span", self.span.end)
-        guarded(
-            "recording metrics", self._record_metrics, usage, pricing, duration, first_chunk_delay
-        )
+        if self.traced:
+            guarded(
+                "recording metrics",
+                self._record_metrics,
+                outcome.usage,
+                pricing,
+                duration,
+                outcome.first_chunk_delay,
+            )
         if exceeded is not None:
             raise exceeded
 
@@ -438,32 +551,58 @@ class Call:
         else:
             instruments.unpriced_calls.add(1, info.unpriced)
 
-    def _tell_budgets(self, cost: float | None, response: Any) -> BudgetExceededError | None:
-        """Every budget counts the call; the first that asks to stop the caller is returned."""
-        listeners = _listeners.listeners()
-        if not listeners:
-            return None
-        first: BudgetExceededError | None = None
-        # The span is current while budgets count the call, so that a threshold event lands
-        # on it: a plain call finishes before its span stops being current; a stream's span
-        # is made current again here.
+    @contextmanager
+    def _current_for_budgets(self) -> Iterator[None]:
+        """The span current while budgets count the call, so that a threshold event lands on
+        it: a plain call is still current here; a stream's span is made current again."""
         token = None
-        if self._active is None:
+        if self.budgets and self._active is None and self.traced:
             token = otel_context.attach(trace.set_span_in_context(self.span))
         try:
-            for listener in listeners:
-                try:
-                    listener.after_call(self.attributes, cost, self)
-                except BudgetExceededError as exceeded:
-                    first = first or exceeded
-                except Exception:
-                    logger.exception("spendmeter: a budget failed to count a call")
+            yield
         finally:
             if token is not None:
                 otel_context.detach(token)
-        if first is not None:
-            first.response = response  # the caller paid for this response: it travels along
-        return first
+
+    def _tell_budgets(self, cost: float | None, response: Any) -> BudgetExceededError | None:
+        """Every budget counts the call; the first that asks to stop the caller is returned."""
+        first: BudgetExceededError | None = None
+        for budget in self.budgets:
+            try:
+                budget.after_call(self.attributes, cost, self)
+            except BudgetExceededError as exceeded:
+                first = first or exceeded
+            except Exception:
+                logger.exception("spendmeter: a budget failed to count a call")
+        return _carrying(first, response)
+
+    async def _atell_budgets(self, cost: float | None, response: Any) -> BudgetExceededError | None:
+        first: BudgetExceededError | None = None
+        for budget in self.budgets:
+            try:
+                await budget.aafter_call(self.attributes, cost, self)
+            except BudgetExceededError as exceeded:
+                first = first or exceeded
+            except Exception:
+                logger.exception("spendmeter: a budget failed to count a call")
+        return _carrying(first, response)
+
+
+class Outcome(NamedTuple):
+    """What a finished call brought back, read out of its response or stream."""
+
+    usage: TokenUsage | None
+    estimated: bool
+    litellm_cost: float | None
+    response_attributes: Mapping[str, Any] | None
+    response: Any
+    first_chunk_delay: float | None = None
+
+
+def _carrying(exceeded: BudgetExceededError | None, response: Any) -> BudgetExceededError | None:
+    if exceeded is not None:
+        exceeded.response = response  # the caller paid for this response: it travels along
+    return exceeded
 
 
 def add_usage_attributes(found: dict[str, Any], usage: TokenUsage) -> None:

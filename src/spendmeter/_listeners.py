@@ -1,31 +1,45 @@
-"""The spend feed: how the instrumentor tells budgets about every call.
+"""The spend feed: how one call tells the budgets of its ``TracerProvider`` what it costs.
 
-Budgets listen here rather than in ``SpanProcessor.on_end`` because a sampled-out span never
-reaches a processor, and spend must be counted and capped for every call.
+A budget governs the calls traced through the provider it was added to. Budgets are found on
+the provider at call time rather than through ``SpanProcessor.on_end``: a sampled-out span never
+reaches a processor, and neither does a call made under ``suppress_instrumentation()``, yet
+both were paid for.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class CallRequest(Protocol):
     """One call, the same object from ``before_call`` to ``after_call`` or ``call_failed``."""
 
+    @property
+    def call_id(self) -> str:
+        """Unique per call: what a shared ledger settles a call exactly once by."""
+
     def max_cost(self) -> float | None:
         """The most the call can cost (computed on demand); ``None`` when it has no bound."""
 
 
+@runtime_checkable
 class SpendListener(Protocol):
-    def before_call(
-        self, attributes: Mapping[str, Any], request: CallRequest | None = None
-    ) -> None:
+    """What a budget hears of each call it governs. The ``a``-methods are for async calls,
+    so that a ledger on the network never blocks an event loop."""
+
+    @property
+    def governs(self) -> bool:
+        """False once the budget was shut down: it then governs nothing."""
+
+    def shutdown(self) -> None:
+        """Detach the budget: from then on it governs nothing."""
+
+    def before_call(self, attributes: Mapping[str, Any], request: CallRequest) -> None:
         """Called before a request leaves the process; may raise ``BudgetExceededError``."""
 
     def after_call(
-        self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest | None = None
+        self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest
     ) -> None:
         """Called once a call's cost is known (``None`` when unpriced); may raise
         ``BudgetExceededError`` when this call crossed a budget that raises."""
@@ -34,24 +48,41 @@ class SpendListener(Protocol):
         """Called when an admitted call ends without a response (it failed, or a budget
         refused it), so that whatever ``before_call`` held back for it is released."""
 
+    async def abefore_call(self, attributes: Mapping[str, Any], request: CallRequest) -> None: ...
 
-_lock = threading.Lock()
-# Copy-on-write: the per-call path reads the tuple without taking the lock.
-_listeners: tuple[SpendListener, ...] = ()
+    async def aafter_call(
+        self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest
+    ) -> None: ...
 
-
-def subscribe(listener: SpendListener) -> None:
-    global _listeners
-    with _lock:
-        if listener not in _listeners:
-            _listeners = (*_listeners, listener)
+    async def acall_failed(self, attributes: Mapping[str, Any], request: CallRequest) -> None: ...
 
 
-def unsubscribe(listener: SpendListener) -> None:
-    global _listeners
-    with _lock:
-        _listeners = tuple(item for item in _listeners if item is not listener)
+_NONE: tuple[SpendListener, ...] = ()
+# The span processors a provider last had, and the budgets among them: providers add
+# processors by replacing their tuple, so an unchanged tuple means unchanged budgets.
+_cache: dict[int, tuple[tuple[Any, ...], tuple[SpendListener, ...]]] = {}
 
 
-def listeners() -> tuple[SpendListener, ...]:
-    return _listeners
+def budgets_of(provider: Any) -> tuple[SpendListener, ...]:
+    """The live budgets added to ``provider`` (an SDK ``TracerProvider``), in the order added."""
+    processors = _processors_of(provider)
+    if not processors:
+        return _NONE
+    cached = _cache.get(id(provider))
+    if cached is None or cached[0] is not processors:
+        if len(_cache) > 64:  # providers come and go in test suites; a handful live at once
+            _cache.clear()
+        budgets = tuple(p for p in processors if isinstance(p, SpendListener))
+        cached = _cache[id(provider)] = (processors, budgets)
+    budgets = cached[1]
+    if not budgets:
+        return _NONE
+    return tuple(budget for budget in budgets if budget.governs)
+
+
+def _processors_of(provider: Any) -> tuple[Any, ...]:
+    # The SDK keeps a provider's processors in a private tuple and has no public way to list
+    # them; the SDK's two multi-processors both hold `_span_processors`.
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", None)
+    return processors if isinstance(processors, tuple) else ()

@@ -17,7 +17,7 @@ import wrapt
 
 from spendmeter import semconv as sc
 from spendmeter._attributes import field
-from spendmeter._call import Call, guarded
+from spendmeter._call import Call, Outcome, guarded
 from spendmeter._estimate import prompt_tokens
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
@@ -134,10 +134,10 @@ class TracedStream(wrapt.ObjectProxy):
         try:
             chunk = await self.__wrapped__.__anext__()
         except StopAsyncIteration:
-            self._self_finish(None)
+            await self._self_afinish(None)
             raise
         except BaseException as error:  # CancelledError included: the span must still end
-            self._self_finish(error)
+            await self._self_afinish(error)
             raise
         self._self_seen.keep(chunk)
         return chunk
@@ -148,7 +148,7 @@ class TracedStream(wrapt.ObjectProxy):
             if aclose is not None:
                 await aclose()
         finally:
-            self._self_finish(None)
+            await self._self_afinish(None)
 
     async def __aenter__(self) -> TracedStream:
         return self
@@ -161,13 +161,41 @@ class TracedStream(wrapt.ObjectProxy):
 
     # --- bookkeeping ----------------------------------------------------------------------
     def _self_finish(self, error: BaseException | None) -> None:
-        if self._self_finished:
+        outcome = self._self_ending(error)
+        if outcome is None:
             return
+        try:
+            self._self_call.finish(outcome)
+        except BudgetExceededError:
+            _crossed()
+        except Exception:
+            logger.exception("spendmeter: finishing a stream's span failed")
+
+    async def _self_afinish(self, error: BaseException | None) -> None:
+        call = self._self_call
+        if not self._self_finished and error is not None and not isinstance(error, GeneratorExit):
+            self._self_finished = True
+            await call.afail(error)
+            return
+        outcome = self._self_ending(None)
+        if outcome is None:
+            return
+        try:
+            await call.afinish(outcome)
+        except BudgetExceededError:
+            _crossed()
+        except Exception:
+            logger.exception("spendmeter: finishing a stream's span failed")
+
+    def _self_ending(self, error: BaseException | None) -> Outcome | None:
+        """What the stream brought back, once; ``None`` when done already or it failed."""
+        if self._self_finished:
+            return None
         self._self_finished = True
         call = self._self_call
         if error is not None and not isinstance(error, GeneratorExit):
             call.fail(error)
-            return
+            return None
         seen = self._self_seen
         guarded("reading a stream's chunks", seen.read)
         # Each step is guarded on its own: whatever fails, the span still ends.
@@ -175,27 +203,26 @@ class TracedStream(wrapt.ObjectProxy):
             None,
             False,
         )
-        try:
-            call.finish(
-                usage=usage,
-                estimated=estimated,
-                litellm_cost=guarded("reading a stream's cost", _usage_cost, seen.usage),
-                response_attributes=guarded(
-                    "reading a stream's response",
-                    _response_attributes,
-                    seen,
-                    call.telemetry.capture_content,
-                ),
-                response=None,
-                first_chunk_delay=(
-                    None if seen.first_chunk_at is None else seen.first_chunk_at - call.started
-                ),
-            )
-        except BudgetExceededError:
-            # A stream that crosses the budget finishes normally; the next call is refused.
-            logger.warning("spendmeter: a streamed call crossed its budget; later calls refused")
-        except Exception:
-            logger.exception("spendmeter: finishing a stream's span failed")
+        return Outcome(
+            usage=usage,
+            estimated=estimated,
+            litellm_cost=guarded("reading a stream's cost", _usage_cost, seen.usage),
+            response_attributes=guarded(
+                "reading a stream's response",
+                _response_attributes,
+                seen,
+                call.telemetry.capture_content,
+            ),
+            response=None,
+            first_chunk_delay=(
+                None if seen.first_chunk_at is None else seen.first_chunk_at - call.started
+            ),
+        )
+
+
+def _crossed() -> None:
+    # A stream that crosses the budget is delivered whole; the next call is refused.
+    logger.warning("spendmeter: a streamed call crossed its budget; later calls refused")
 
 
 def _stream_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool]:

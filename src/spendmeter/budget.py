@@ -2,9 +2,10 @@
 
 The processor counts spend through the spend feed (``spendmeter._listeners``), not through
 ``on_end``: a sampled-out span never reaches a span processor, yet its call was paid for. It is
-still a ``SpanProcessor`` so that it lives and dies with the ``TracerProvider``: the provider's
-shutdown unsubscribes it. Its ``on_start``/``on_end`` are the SDK's no-ops, so it can never take
-a span away from the processors after it.
+a ``SpanProcessor`` so that it governs the calls of the ``TracerProvider`` it was added to, and
+nothing once that provider shuts down (or the instrumentor is uninstrumented). Its
+``on_start``/``on_end`` are the SDK's no-ops, so it can never take a span away from the
+processors after it.
 
 Semantics:
 
@@ -41,7 +42,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.sdk.trace import SpanProcessor
 
-from spendmeter import _listeners, config
+from spendmeter import config
 from spendmeter import semconv as sc
 from spendmeter._listeners import CallRequest
 from spendmeter.errors import BudgetExceededError
@@ -152,7 +153,7 @@ class BudgetSpanProcessor(SpanProcessor):
             (meter_provider or metrics.get_meter_provider()).get_meter("spendmeter")
         )
         self._gauges.add(self)
-        _listeners.subscribe(self)
+        self._governs = True
 
     @classmethod
     def from_settings(
@@ -308,10 +309,27 @@ class BudgetSpanProcessor(SpanProcessor):
         with self._lock:
             self._release(request)
 
+    # An in-process ledger never waits on anything but its lock: the async feed is the same.
+    async def abefore_call(self, attributes: Mapping[str, Any], request: CallRequest) -> None:
+        self.before_call(attributes, request)
+
+    async def aafter_call(
+        self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest
+    ) -> None:
+        self.after_call(attributes, cost, request)
+
+    async def acall_failed(self, attributes: Mapping[str, Any], request: CallRequest) -> None:
+        self.call_failed(attributes, request)
+
     # --- SpanProcessor: on_start and on_end stay the SDK's no-ops -------------------------
 
+    @property
+    def governs(self) -> bool:
+        """Whether the processor still governs its provider's calls: not after ``shutdown()``."""
+        return self._governs
+
     def shutdown(self) -> None:
-        _listeners.unsubscribe(self)
+        self._governs = False
         self._gauges.discard(self)
 
     # --- internals --------------------------------------------------------------------------

@@ -66,7 +66,6 @@ class LiteLLMInstrumentor(BaseInstrumentor):
     price overrides keyed by model name (``SPENDMETER_PRICING_FILE`` when not given).
     """
 
-    _budget: Any = None
     _telemetry: Telemetry | None = None  # while instrumented: caches, for tests
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -92,6 +91,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             tracer,
             create_instruments(meter),
             PriceResolver(overrides),
+            tracer_provider=tracer_provider,
             metadata_keys=settings.metadata_keys,
             capture_content=settings.capture_content,
         )
@@ -100,19 +100,19 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             make = async_wrapper if operation.is_async else sync_wrapper
             wrap_function_wrapper(litellm, operation.function, make(telemetry, operation))
         if settings.budget is not None:
-            self._budget = _install_budget(
-                settings.budget, tracer_provider, kwargs.get("meter_provider")
-            )
+            _install_budget(settings.budget, tracer_provider, kwargs.get("meter_provider"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import litellm
 
         for function, _, _ in _TARGETS:
             unwrap(litellm, function)
-        self._telemetry = None
-        if self._budget is not None:
-            self._budget.shutdown()
-            self._budget = None
+        telemetry, self._telemetry = self._telemetry, None
+        if telemetry is not None:
+            # A budget governs the calls of one instrumentation: a fresh instrument() starts
+            # with none of the old budgets refusing calls.
+            for budget in telemetry.budgets():
+                budget.shutdown()
 
 
 def _install_budget(
