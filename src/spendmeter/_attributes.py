@@ -48,7 +48,7 @@ _OPTIONAL_PARAMS = frozenset(
 class Operation:
     """One patched LiteLLM function, described once at instrument time."""
 
-    function: str  # attribute name on the ``litellm`` module
+    call_type: str  # LiteLLM's call type: the name of the function, e.g. "acompletion"
     name: str  # gen_ai.operation.name
     positional: tuple[str, ...]  # LiteLLM's positional parameter names, in order
     is_async: bool
@@ -63,12 +63,15 @@ class Operation:
 
 
 def field(source: Any, name: str) -> Any:
-    """``getattr(source, name, None)``, fast on LiteLLM's pydantic objects.
+    """``getattr(source, name, None)``, fast on LiteLLM's pydantic objects, and ``.get`` on
+    the plain dicts some of LiteLLM's APIs answer with (Anthropic-style messages).
 
     LiteLLM keeps most fields of stream chunks, choices and deltas as pydantic "extra"
     fields, which attribute access reaches through pydantic's ``__getattr__``: a microsecond,
     two when the field is missing (it raises). This reads the instance's dicts instead.
     """
+    if type(source) is dict:
+        return source.get(name)
     fields = getattr(source, "__dict__", None)
     if fields is not None and name in fields:
         return fields[name]
@@ -163,13 +166,16 @@ def metadata_attributes(metadata: Any, keys: Sequence[str]) -> Attributes:
 def response_attributes(response: Any, capture_content: bool) -> Attributes:
     """Response id, model and finish reasons (and output content when asked for)."""
     attributes: Attributes = {}
-    response_id = getattr(response, "id", None)
+    response_id = field(response, "id")
     if isinstance(response_id, str) and response_id:
         attributes[sc.GEN_AI_RESPONSE_ID] = response_id
-    model = getattr(response, "model", None)
+    model = field(response, "model")
     if isinstance(model, str) and model:
         attributes[sc.GEN_AI_RESPONSE_MODEL] = model
-    choices = getattr(response, "choices", None)
+    stop_reason = field(response, "stop_reason")  # Anthropic-style messages
+    if isinstance(stop_reason, str) and stop_reason:
+        attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [stop_reason]
+    choices = field(response, "choices")
     if isinstance(choices, list) and choices:
         reasons = [
             str(reason) for reason in (getattr(c, "finish_reason", None) for c in choices) if reason

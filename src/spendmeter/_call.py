@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import time
 import uuid
@@ -19,11 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
 
 from spendmeter import _attributes
@@ -41,13 +41,22 @@ logger = logging.getLogger("spendmeter")
 # distinct model names (fine-tunes, deployments) must not grow memory without bound.
 MAX_CACHED_MODELS = 1024
 
-# Set while a spendmeter-wrapped call runs, so LiteLLM calling itself (acompletion runs
-# completion inside) makes one span per user call, not two.
-_IN_CALL: ContextVar[bool] = ContextVar("spendmeter_in_call", default=False)
+# The call running now: LiteLLM calling itself inside it (acompletion runs completion) is
+# part of it, while a paid call that other code makes inside it (a custom provider calling
+# LiteLLM for a real model) is a call of its own, its child.
+CURRENT_CALL: ContextVar[Call | None] = ContextVar("spendmeter_current_call", default=None)
 
 
-def should_trace() -> bool:
-    return not _IN_CALL.get() and is_instrumentation_enabled()
+class RequestLike(Protocol):
+    """A request sent as several attempts (``spendmeter._requests.Request``), as a call sees it."""
+
+    def attempt_attributes(self, params: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+    def attempt_ended(self, call: Call, cost: float | None) -> None: ...
+
+    def crossed(self, exceeded: BudgetExceededError) -> None: ...
+
+    def refused(self, refusal: BudgetExceededError) -> None: ...
 
 
 class _CallIds:
@@ -212,9 +221,12 @@ class Telemetry:
         kwargs: Mapping,
         *,
         traced: bool = True,
+        parent: Call | None = None,
+        request: RequestLike | None = None,
     ) -> Call:
         """Start one call; ``traced=False`` (under ``suppress_instrumentation()``) makes no span
         and records no metric, but budgets still count and cap it: it is paid for all the same.
+        ``parent`` is the call this one runs inside; ``request`` the request it is an attempt of.
         """
         params = operation.bind(args, kwargs)
         info = self.model_info(operation.name, params)
@@ -229,7 +241,12 @@ class Telemetry:
         )
         if optional:
             attributes = {**attributes, **optional}
-        return Call(self, info, params, attributes, traced=traced)
+        if request is not None:
+            attributes = {**attributes, **request.attempt_attributes(params)}
+        call = Call(self, operation, info, params, attributes, traced=traced)
+        call.parent = parent
+        call.request = request
+        return call
 
 
 def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:
@@ -274,12 +291,16 @@ class Call:
     __slots__ = (
         "_active",
         "_call_id",
+        "_current",
         "_ended",
-        "_in_call",
         "attributes",
         "budgets",
         "info",
+        "nested",
+        "operation",
         "params",
+        "parent",
+        "request",
         "span",
         "started",
         "telemetry",
@@ -289,6 +310,7 @@ class Call:
     def __init__(
         self,
         telemetry: Telemetry,
+        operation: _attributes.Operation,
         info: ModelInfo,
         params: Mapping,
         attributes: dict,
@@ -296,8 +318,13 @@ class Call:
         traced: bool = True,
     ) -> None:
         self.telemetry = telemetry
+        self.operation = operation
         self.info = info
         self.params = params
+        self.parent: Call | None = None
+        self.request: RequestLike | None = None
+        # What paid calls made inside this one returned, and cost: (response, cost).
+        self.nested: list[tuple[Any, float | None]] = []
         self.attributes = attributes
         self.traced = traced
         # The budgets that admit a call are the ones that settle it.
@@ -319,15 +346,15 @@ class Call:
         return self._call_id
 
     def __enter__(self) -> Call:
-        """The call runs: its span current, LiteLLM's calls inside it not traced again."""
-        self._in_call = _IN_CALL.set(True)
+        """The call runs: its span current, LiteLLM's calls inside it part of it."""
+        self._current = CURRENT_CALL.set(self)
         self.activate()
         return self
 
     def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
         # The wrapper ends a failed call (`fail` or `afail`), so that an async call tells its
         # budgets without blocking its event loop.
-        _IN_CALL.reset(self._in_call)
+        CURRENT_CALL.reset(self._current)
 
     def activate(self) -> None:
         if self.traced:
@@ -366,6 +393,11 @@ class Call:
     def _refused(self, refusal: BudgetExceededError) -> None:
         self._ended = True
         guarded("recording a refused call", self._end_refused, refusal)
+        if self.request is not None:
+            self.request.refused(refusal)
+        # Retries must not send a refused call again: LiteLLM's Router and SDK retry no
+        # error that says it was already given its retries.
+        refusal.num_retries = 0  # type: ignore[attr-defined]
 
     def max_cost(self) -> float | None:
         """The most this call can cost, for budgets that reserve it before it is sent."""
@@ -413,6 +445,8 @@ class Call:
             return False
         self._ended = True
         guarded("recording a failed call", self._record_failure, error)
+        if self.request is not None:
+            guarded("ending an attempt", self.request.attempt_ended, self, None)
         return bool(self.budgets)
 
     def _record_failure(self, error: BaseException) -> None:
@@ -452,6 +486,10 @@ class Call:
 
     def finish(self, outcome: Outcome) -> None:
         """Price, annotate and end the span, record metrics, tell budgets. Budgets may raise."""
+        if self._answered_by_nested_call(outcome.response):
+            self.end_as_request()
+            self._tell_failed()
+            return
         pricing = self._priced(outcome)
         # Budgets hear of the call while its span is open, so a threshold event lands on it;
         # a budget's error reaches the caller only once the span is ended and exported.
@@ -460,6 +498,10 @@ class Call:
         self._close(outcome, pricing, exceeded)
 
     async def afinish(self, outcome: Outcome) -> None:
+        if self._answered_by_nested_call(outcome.response):
+            self.end_as_request()
+            await self._atell_failed()
+            return
         pricing = self._priced(outcome)
         with self._current_for_budgets():
             exceeded = await self._atell_budgets(pricing.total, outcome.response)
@@ -506,8 +548,30 @@ class Call:
                 duration,
                 outcome.first_chunk_delay,
             )
+        if self.parent is not None:
+            self.parent.nested.append((outcome.response, pricing.total))
+        if self.request is not None:
+            guarded("ending an attempt", self.request.attempt_ended, self, pricing.total)
+            if exceeded is not None:
+                # Raised by the request once it is over: raised here, it would be retried.
+                self.request.crossed(exceeded)
+                return
         if exceeded is not None:
             raise exceeded
+
+    def _answered_by_nested_call(self, response: Any) -> bool:
+        return response is not None and any(answer is response for answer, _ in self.nested)
+
+    def end_as_request(self) -> None:
+        """End a call whose answer came from paid calls made inside it (a custom provider that
+        called LiteLLM): they carry the cost, so this span carries only their sum, as a
+        Router request's span does, and no metric counts it again."""
+        self._ended = True
+        self.deactivate()
+        costs = [cost for _, cost in self.nested if cost is not None]
+        if costs and self.span.is_recording():
+            self.span.set_attribute(sc.SPENDMETER_REQUEST_COST, math.fsum(costs))
+        guarded("ending the span", self.span.end)
 
     def _annotate(
         self,

@@ -24,6 +24,11 @@ from spendmeter.errors import BudgetExceededError
 
 logger = logging.getLogger("spendmeter")
 
+# The events that end a Responses API stream; each carries the response with its usage.
+_RESPONSES_FINAL_EVENTS = frozenset(
+    {"response.completed", "response.incomplete", "response.failed"}
+)
+
 
 class _Seen:
     """The chunks seen so far. A chunk only costs a list append on the way through (LiteLLM
@@ -65,10 +70,23 @@ class _Seen:
             usage = field(chunk, "usage")
             if usage is not None:
                 self.usage = usage
+            if field(chunk, "type") in _RESPONSES_FINAL_EVENTS:
+                self._read_final_response(field(chunk, "response"))
             for choice in field(chunk, "choices") or ():
                 reason = field(choice, "finish_reason")
                 if reason:
                     self.finish_reasons.append(str(reason))
+
+    def _read_final_response(self, response: Any) -> None:
+        """A Responses API stream ends with an event that carries the whole response."""
+        if response is None:
+            return
+        self.response_id = field(response, "id") or self.response_id
+        self.response_model = field(response, "model") or self.response_model
+        self.usage = field(response, "usage") or self.usage
+        status = field(response, "status")
+        if status:
+            self.finish_reasons.append(str(status))
 
     def text(self) -> str:
         """The streamed text, put together on first use: only when needed (no usage came, or

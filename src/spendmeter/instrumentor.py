@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
+from wrapt import FunctionWrapper
 
 from spendmeter import config
 from spendmeter import semconv as sc
@@ -25,37 +26,186 @@ logger = logging.getLogger("spendmeter")
 
 _INSTRUMENTS = ("litellm >= 1.106.2, != 1.107.*",)
 
-# (function on the `litellm` module, operation name, function whose signature binds its args)
-_TARGETS: tuple[tuple[str, str, str], ...] = (
-    ("completion", sc.OPERATION_CHAT, "completion"),
-    ("acompletion", sc.OPERATION_CHAT, "acompletion"),
-    ("embedding", sc.OPERATION_EMBEDDINGS, "embedding"),
-    ("aembedding", sc.OPERATION_EMBEDDINGS, "embedding"),
-    ("text_completion", sc.OPERATION_TEXT_COMPLETION, "text_completion"),
-    ("atext_completion", sc.OPERATION_TEXT_COMPLETION, "text_completion"),
-)
+
+@dataclass(frozen=True)
+class Target:
+    """One paid LiteLLM function and every name it is reached by.
+
+    ``places[0]`` is where LiteLLM defines it; the other places are names that hold the same
+    function (re-exports, and the references LiteLLM's dispatch modules keep to it), wrapped
+    with the same wrapper so that no route around it exists. A place absent from the
+    installed LiteLLM is skipped.
+    """
+
+    call_type: str  # LiteLLM's call type, e.g. "acompletion"
+    operation: str  # gen_ai.operation.name
+    places: tuple[tuple[str, str], ...]
+
+
+def _target(call_type: str, operation: str, *places: str) -> Target:
+    return Target(call_type, operation, tuple(_place(place) for place in places))
+
+
+def _place(place: str) -> tuple[str, str]:
+    module, _, attribute = place.rpartition(".")
+    return module, attribute
+
+
+_CHAT, _TEXT, _EMBED = sc.OPERATION_CHAT, sc.OPERATION_TEXT_COMPLETION, sc.OPERATION_EMBEDDINGS
+_TARGETS: tuple[Target, ...] = (
+    _target(
+        "completion", _CHAT, "litellm.main.completion",
+        "litellm.chat_completions.dispatch._PYTHON_COMPLETION", "litellm.completion",
+    ),
+    _target(
+        "acompletion", _CHAT, "litellm.main.acompletion",
+        "litellm.chat_completions.dispatch._PYTHON_ACOMPLETION", "litellm.acompletion",
+    ),
+    _target("text_completion", _TEXT, "litellm.main.text_completion", "litellm.text_completion"),
+    _target("atext_completion", _TEXT, "litellm.main.atext_completion", "litellm.atext_completion"),
+    _target(
+        "embedding", _EMBED, "litellm.main.embedding",
+        "litellm.embeddings.dispatch._PYTHON_EMBEDDING", "litellm.embedding",
+    ),
+    _target(
+        "aembedding", _EMBED, "litellm.main.aembedding",
+        "litellm.embeddings.dispatch._PYTHON_AEMBEDDING", "litellm.aembedding",
+    ),
+    _target(
+        "responses", _CHAT, "litellm.responses.main.responses",
+        "litellm.responses.dispatch._PYTHON_RESPONSES",
+    ),
+    _target(
+        "aresponses", _CHAT, "litellm.responses.main.aresponses",
+        "litellm.responses.dispatch._PYTHON_ARESPONSES",
+    ),
+    _target(
+        "image_generation", sc.OPERATION_IMAGE_GENERATION,
+        "litellm.images.main.image_generation", "litellm.image_generation",
+    ),
+    _target(
+        "aimage_generation", sc.OPERATION_IMAGE_GENERATION,
+        "litellm.images.main.aimage_generation", "litellm.aimage_generation",
+    ),
+    _target(
+        "transcription", sc.OPERATION_TRANSCRIPTION,
+        "litellm.main.transcription", "litellm.transcription",
+    ),
+    _target(
+        "atranscription", sc.OPERATION_TRANSCRIPTION,
+        "litellm.main.atranscription", "litellm.atranscription",
+    ),
+    _target("speech", sc.OPERATION_SPEECH, "litellm.main.speech", "litellm.speech"),
+    _target("aspeech", sc.OPERATION_SPEECH, "litellm.main.aspeech", "litellm.aspeech"),
+    _target("rerank", sc.OPERATION_RERANK, "litellm.rerank_api.main.rerank", "litellm.rerank"),
+    _target("arerank", sc.OPERATION_RERANK, "litellm.rerank_api.main.arerank", "litellm.arerank"),
+    # The messages dispatch may run a call natively, past LiteLLM's Python handler: the
+    # dispatch functions themselves are wrapped.
+    _target(
+        "anthropic_messages", _CHAT, "litellm.messages.dispatch.anthropic_messages",
+        "litellm.messages.anthropic_messages", "litellm.anthropic_messages",
+        "litellm.anthropic_interface.messages._async_anthropic_messages",
+    ),
+    _target(
+        "anthropic_messages_handler", _CHAT, "litellm.messages.dispatch.anthropic_messages_handler",
+        "litellm.messages.anthropic_messages_handler", "litellm.anthropic_messages_handler",
+        "litellm.anthropic_interface.messages._sync_anthropic_messages",
+    ),
+)  # fmt: skip
+
+# Functions that send one request as several attempts (retries, fallbacks): each becomes a
+# request span over one span per attempt.
+_RETRYING: dict[str, str] = {
+    "completion_with_retries": _CHAT,
+    "acompletion_with_retries": _CHAT,
+    "responses_with_retries": _CHAT,
+    "aresponses_with_retries": _CHAT,
+}
+# litellm.Router's endpoints that make paid calls (those this LiteLLM serves are wrapped).
+_ROUTER_METHODS: dict[str, str] = {
+    "completion": _CHAT, "acompletion": _CHAT,
+    "text_completion": _TEXT, "atext_completion": _TEXT,
+    "embedding": _EMBED, "aembedding": _EMBED,
+    "responses": _CHAT, "aresponses": _CHAT,
+    "image_generation": sc.OPERATION_IMAGE_GENERATION,
+    "aimage_generation": sc.OPERATION_IMAGE_GENERATION,
+    "atranscription": sc.OPERATION_TRANSCRIPTION,
+    "aspeech": sc.OPERATION_SPEECH,
+    "arerank": sc.OPERATION_RERANK,
+    "anthropic_messages": _CHAT, "aanthropic_messages": _CHAT,
+}  # fmt: skip
+# The Router serves its endpoints through plain functions that return a coroutine, so which
+# are async is read off LiteLLM's naming; its `anthropic_messages` is async as well.
+_ASYNC_ROUTER_METHODS = frozenset(name for name in _ROUTER_METHODS if name.startswith("a"))
 
 
 def _positional_names(function: Any) -> tuple[str, ...]:
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return tuple(
-        name
-        for name, parameter in inspect.signature(function).parameters.items()
-        if parameter.kind in kinds
-    )
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin or an odd callable: bind keywords only
+        return ()
+    return tuple(name for name, p in parameters.items() if p.kind in kinds)
 
 
-def _operations(litellm: Any) -> list[Operation]:
-    """Describe each target once, so no call ever inspects a signature."""
-    return [
-        Operation(
-            function=function,
-            name=operation,
-            positional=_positional_names(getattr(litellm, binder)),
-            is_async=inspect.iscoroutinefunction(getattr(litellm, function)),
-        )
-        for function, operation, binder in _TARGETS
-    ]
+def _lookup(module: str, attribute: str) -> tuple[Any, Any] | None:
+    """The module object and the function a place holds; ``None`` where this LiteLLM has none."""
+    try:
+        # import_module, not attribute access: `litellm.responses` is a function that hides
+        # the package of the same name.
+        holder = importlib.import_module(module)
+    except ImportError:
+        return None
+    function = getattr(holder, attribute, None)
+    return (holder, function) if callable(function) else None
+
+
+class _Patches:
+    """Every name spendmeter replaced, and what it held: uninstrument puts each one back."""
+
+    def __init__(self) -> None:
+        self._replaced: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, places: Iterable[tuple[str, str]], make: Callable[[Any], Any]) -> None:
+        """Wrap each distinct function found at ``places`` once; every place that holds it
+        gets the same wrapper. ``make(original)`` builds the wrapper function."""
+        wrappers: dict[int, FunctionWrapper] = {}
+        for module, attribute in places:
+            found = _lookup(module, attribute)
+            if found is None:
+                continue
+            holder, original = found
+            if isinstance(original, FunctionWrapper):
+                continue  # instrumented already through another name
+            wrapper = wrappers.get(id(original))
+            if wrapper is None:
+                wrapper = wrappers[id(original)] = FunctionWrapper(original, make(original))
+            self._set(holder, attribute, wrapper)
+
+    def wrap_method(self, cls: Any, name: str, wrapper: Any) -> None:
+        try:
+            original = getattr(cls, name)
+        except AttributeError:
+            return  # this LiteLLM's Router has no such endpoint
+        self._set(cls, name, FunctionWrapper(original, wrapper))
+
+    def _set(self, holder: Any, attribute: str, value: Any) -> None:
+        # A name the holder serves without holding it (the Router's endpoints, served by its
+        # core) is put back by deleting it again, which is how the Router restores it.
+        own = attribute in vars(holder)
+        self._replaced.append((holder, attribute, getattr(holder, attribute) if own else _UNSET))
+        setattr(holder, attribute, value)
+
+    def restore(self) -> None:
+        for holder, attribute, original in reversed(self._replaced):
+            if original is _UNSET:
+                delattr(holder, attribute)
+            else:
+                setattr(holder, attribute, original)
+        self._replaced.clear()
+
+
+_UNSET = object()
 
 
 class LiteLLMInstrumentor(BaseInstrumentor):
@@ -67,6 +217,9 @@ class LiteLLMInstrumentor(BaseInstrumentor):
     """
 
     _telemetry: Telemetry | None = None  # while instrumented: caches, for tests
+    # Set in _instrument, not __init__: BaseInstrumentor is a singleton whose __init__ runs
+    # again on every LiteLLMInstrumentor().
+    _patches: _Patches | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _INSTRUMENTS
@@ -76,8 +229,8 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         # and works where LiteLLM is not installed (the dependency check reports that).
         import litellm
 
+        from spendmeter import _wrappers
         from spendmeter._call import Telemetry
-        from spendmeter._wrappers import async_wrapper, sync_wrapper
         from spendmeter.metrics import create_instruments
         from spendmeter.pricing import PriceResolver, load_overrides
 
@@ -96,23 +249,54 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             capture_content=settings.capture_content,
         )
         self._telemetry = telemetry
-        for operation in _operations(litellm):
-            make = async_wrapper if operation.is_async else sync_wrapper
-            wrap_function_wrapper(litellm, operation.function, make(telemetry, operation))
+        patches = self._patches = _Patches()
+        for target in _TARGETS:
+            patches.wrap(
+                target.places,
+                lambda original, target=target: _wrappers.call_wrapper(
+                    telemetry, _operation(target, original)
+                ),
+            )
+        for name, operation in _RETRYING.items():
+            patches.wrap(
+                ((module, name) for module in ("litellm.main", "litellm")),
+                lambda original, operation=operation: _wrappers.request_wrapper(
+                    telemetry,
+                    operation,
+                    router=False,
+                    is_async=inspect.iscoroutinefunction(original),
+                ),
+            )
+        for name, operation in _ROUTER_METHODS.items():
+            patches.wrap_method(
+                litellm.Router,
+                name,
+                _wrappers.request_wrapper(
+                    telemetry, operation, router=True, is_async=name in _ASYNC_ROUTER_METHODS
+                ),
+            )
         if settings.budget is not None:
             _install_budget(settings.budget, tracer_provider, kwargs.get("meter_provider"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import litellm
-
-        for function, _, _ in _TARGETS:
-            unwrap(litellm, function)
+        if self._patches is not None:
+            self._patches.restore()
+            self._patches = None
         telemetry, self._telemetry = self._telemetry, None
         if telemetry is not None:
             # A budget governs the calls of one instrumentation: a fresh instrument() starts
             # with none of the old budgets refusing calls.
             for budget in telemetry.budgets():
                 budget.shutdown()
+
+
+def _operation(target: Target, original: Any) -> Operation:
+    return Operation(
+        call_type=target.call_type,
+        name=target.operation,
+        positional=_positional_names(original),
+        is_async=inspect.iscoroutinefunction(original),
+    )
 
 
 def _install_budget(

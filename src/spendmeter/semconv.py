@@ -51,6 +51,11 @@ SPENDMETER_PRICING_STATUS: Final = "spendmeter.pricing.status"
 SPENDMETER_PRICING_SOURCE: Final = "spendmeter.pricing.source"
 SPENDMETER_PRICING_MODEL: Final = "spendmeter.pricing.model"
 SPENDMETER_METADATA_PREFIX: Final = "spendmeter.metadata."
+# Router attempts, and the request span over them (whose cost is never gen_ai.usage.cost, so
+# that backends summing that attribute over spans count each call once).
+SPENDMETER_ROUTER_MODEL_GROUP: Final = "spendmeter.router.model_group"
+SPENDMETER_ROUTER_ATTEMPT: Final = "spendmeter.router.attempt"
+SPENDMETER_REQUEST_COST: Final = "spendmeter.request.cost"
 SPENDMETER_BUDGET_NAME: Final = "spendmeter.budget.name"
 SPENDMETER_BUDGET_SCOPE: Final = "spendmeter.budget.scope"
 # On the span event a budget threshold crossing adds to the current span.
@@ -73,6 +78,11 @@ TOKEN_TYPE_OUTPUT: Final = "output"
 OPERATION_CHAT: Final = "chat"
 OPERATION_TEXT_COMPLETION: Final = "text_completion"
 OPERATION_EMBEDDINGS: Final = "embeddings"
+# No semconv operation fits these: LiteLLM's call type names them.
+OPERATION_IMAGE_GENERATION: Final = "image_generation"
+OPERATION_TRANSCRIPTION: Final = "transcription"
+OPERATION_SPEECH: Final = "speech"
+OPERATION_RERANK: Final = "rerank"
 
 # LiteLLM provider names -> gen_ai.provider.name well-known values; others pass through as is.
 PROVIDER_NAMES: Final[dict[str, str]] = {

@@ -1,0 +1,131 @@
+"""A fake provider behind LiteLLM's own HTTP clients: OpenAI's Responses, audio and image
+endpoints, Cohere's rerank and Anthropic's messages, answered from memory on an
+``httpx.MockTransport``. It counts the requests that reach it, so a test can tell a call that
+was refused before it left the process from one that was sent.
+
+Used for the call types LiteLLM cannot mock (transcription, speech, rerank) and for streams
+its mocks do not stream (Responses, messages).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
+
+RESPONSE = {
+    "id": "resp_fake",
+    "object": "response",
+    "created_at": 1,
+    "status": "completed",
+    "model": "gpt-4o-mini",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_fake",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "hello", "annotations": []}],
+        }
+    ],
+    "usage": {"input_tokens": 1200, "output_tokens": 300, "total_tokens": 1500},
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+}
+ANTHROPIC_MESSAGE = {
+    "id": "msg_fake",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-haiku-4-5",
+    "content": [{"type": "text", "text": "hello"}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 1000, "output_tokens": 200},
+}
+TRANSCRIPTION_SECONDS = 42.0
+
+
+def _responses_stream() -> bytes:
+    events = [
+        {
+            "type": "response.created",
+            "sequence_number": 0,
+            "response": {**RESPONSE, "status": "in_progress", "output": [], "usage": None},
+        },
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 1,
+            "item_id": "msg_fake",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "hello",
+        },
+        {"type": "response.completed", "sequence_number": 2, "response": RESPONSE},
+    ]
+    return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+
+
+@dataclass
+class FakeHTTPProvider:
+    requests: list[str] = field(default_factory=list)
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.requests.append(path)
+        if path.endswith("/responses"):
+            if json.loads(request.content or b"{}").get("stream"):
+                return httpx.Response(
+                    200, content=_responses_stream(), headers={"content-type": "text/event-stream"}
+                )
+            return httpx.Response(200, json=RESPONSE)
+        if path.endswith("/audio/transcriptions"):
+            return httpx.Response(
+                200, json={"text": "hello", "duration": TRANSCRIPTION_SECONDS, "language": "en"}
+            )
+        if path.endswith("/audio/speech"):
+            return httpx.Response(200, content=b"ID3fake", headers={"content-type": "audio/mpeg"})
+        if path.endswith("/rerank"):
+            return httpx.Response(
+                200,
+                json={
+                    "id": "rerank_fake",
+                    "results": [{"index": 0, "relevance_score": 0.9}],
+                    "meta": {"billed_units": {"search_units": 1}},
+                },
+            )
+        if path.endswith("/messages"):
+            return httpx.Response(200, json=ANTHROPIC_MESSAGE)
+        return httpx.Response(404, json={"error": f"no fake for {path}"})
+
+    async def aanswer(self, request: httpx.Request) -> httpx.Response:
+        return self.answer(request)
+
+    # --- clients, in the shapes LiteLLM's call types take them ------------------------------
+    def http(self) -> HTTPHandler:
+        return HTTPHandler(client=httpx.Client(transport=httpx.MockTransport(self.answer)))
+
+    def async_http(self) -> AsyncHTTPHandler:
+        handler = AsyncHTTPHandler()
+        handler.client = httpx.AsyncClient(transport=httpx.MockTransport(self.aanswer))
+        return handler
+
+    def openai(self) -> openai.OpenAI:
+        transport = httpx.MockTransport(self.answer)
+        return openai.OpenAI(api_key="sk-fake", http_client=httpx.Client(transport=transport))
+
+    def async_openai(self) -> openai.AsyncOpenAI:
+        transport = httpx.MockTransport(self.aanswer)
+        return openai.AsyncOpenAI(
+            api_key="sk-fake", http_client=httpx.AsyncClient(transport=transport)
+        )
+
+    def client(self, call_type: str, is_async: bool) -> Any:
+        """The client argument a LiteLLM call of ``call_type`` sends its request through."""
+        if call_type in ("transcription", "speech"):
+            return self.async_openai() if is_async else self.openai()
+        return self.async_http() if is_async else self.http()

@@ -1,0 +1,366 @@
+"""Every LiteLLM entry point that can cost money is metered and capped, sync and async.
+
+Each call goes to a provider that counts what reaches it (a fake HTTP provider behind
+LiteLLM's own clients, or a custom LiteLLM provider), and its cost is compared with LiteLLM's
+own figure for the very same response.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import litellm
+import pytest
+from litellm import CustomLLM, ImageResponse
+from litellm.types.utils import ImageObject
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, StatusCode
+
+from spendmeter import BudgetExceededError, BudgetSpanProcessor
+from spendmeter import semconv as sc
+from tests.conftest import MESSAGES, Telemetry, registered_provider
+from tests.fake_http import FakeHTTPProvider
+
+IMAGE_MODEL = "fakeimages/painter"
+IMAGE_PRICE = 0.04  # per image
+
+
+class FakeImageProvider(CustomLLM):
+    """A custom LiteLLM provider that paints images and counts the requests it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    def _paint(self, model_response: ImageResponse) -> ImageResponse:
+        self.requests += 1
+        model_response.data = [ImageObject(url="https://example.invalid/cat.png")]
+        return model_response
+
+    def image_generation(self, *args: Any, model_response: ImageResponse, **kwargs: Any) -> Any:
+        return self._paint(model_response)
+
+    async def aimage_generation(
+        self, *args: Any, model_response: ImageResponse, **kwargs: Any
+    ) -> Any:
+        return self._paint(model_response)
+
+
+@pytest.fixture
+def images() -> Iterator[FakeImageProvider]:
+    provider = FakeImageProvider()
+    litellm.register_model(
+        {
+            IMAGE_MODEL: {
+                "litellm_provider": "fakeimages",
+                "mode": "image_generation",
+                "output_cost_per_image": IMAGE_PRICE,
+            }
+        }
+    )
+    with registered_provider("fakeimages", provider):
+        yield provider
+
+
+@pytest.fixture
+def http() -> FakeHTTPProvider:
+    return FakeHTTPProvider()
+
+
+def _audio() -> tuple[str, io.BytesIO, str]:
+    return ("hello.wav", io.BytesIO(b"RIFFfake"), "audio/wav")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One entry point: how to call it, and what its span must say."""
+
+    call_type: str
+    operation: str
+    model: str
+    call: Callable[[FakeHTTPProvider], Any]  # returns the response, or an awaitable of it
+    is_async: bool = False
+
+    def __str__(self) -> str:
+        return self.call_type
+
+
+CASES = [
+    Case(
+        "responses",
+        "chat",
+        "openai/gpt-4o-mini",
+        lambda h: litellm.responses(
+            model="openai/gpt-4o-mini", input="hi", api_key="sk-fake", client=h.http()
+        ),
+    ),
+    Case(
+        "aresponses",
+        "chat",
+        "openai/gpt-4o-mini",
+        lambda h: litellm.aresponses(
+            model="openai/gpt-4o-mini", input="hi", api_key="sk-fake", client=h.async_http()
+        ),
+        is_async=True,
+    ),
+    Case(
+        "transcription",
+        "transcription",
+        "whisper-1",
+        lambda h: litellm.transcription(model="whisper-1", file=_audio(), client=h.openai()),
+    ),
+    Case(
+        "atranscription",
+        "transcription",
+        "whisper-1",
+        lambda h: litellm.atranscription(model="whisper-1", file=_audio(), client=h.async_openai()),
+        is_async=True,
+    ),
+    Case(
+        "speech",
+        "speech",
+        "tts-1",
+        lambda h: litellm.speech(model="tts-1", input="hello", voice="alloy", client=h.openai()),
+    ),
+    Case(
+        "aspeech",
+        "speech",
+        "tts-1",
+        lambda h: litellm.aspeech(
+            model="tts-1", input="hello", voice="alloy", client=h.async_openai()
+        ),
+        is_async=True,
+    ),
+    Case(
+        "rerank",
+        "rerank",
+        "cohere/rerank-english-v3.0",
+        lambda h: litellm.rerank(
+            model="cohere/rerank-english-v3.0",
+            query="which?",
+            documents=["a", "b"],
+            api_key="fake",
+            client=h.http(),
+        ),
+    ),
+    Case(
+        "arerank",
+        "rerank",
+        "cohere/rerank-english-v3.0",
+        lambda h: litellm.arerank(
+            model="cohere/rerank-english-v3.0",
+            query="which?",
+            documents=["a", "b"],
+            api_key="fake",
+            client=h.async_http(),
+        ),
+        is_async=True,
+    ),
+    Case(
+        "anthropic_messages",
+        "chat",
+        "anthropic/claude-haiku-4-5",
+        lambda h: litellm.anthropic_messages(
+            model="anthropic/claude-haiku-4-5",
+            messages=MESSAGES,
+            max_tokens=200,
+            api_key="fake",
+            client=h.async_http(),
+        ),
+        is_async=True,
+    ),
+]
+
+
+async def run(case: Case, http: FakeHTTPProvider) -> Any:
+    result = case.call(http)
+    return await result if case.is_async else result
+
+
+def litellm_cost(case: Case, response: Any) -> float:
+    """LiteLLM's own figure for this very response."""
+    if isinstance(response, dict):  # Anthropic-style messages answer with a plain dict
+        return litellm.completion_cost(
+            completion_response=response, model=case.model, call_type="anthropic_messages"
+        )
+    cost = response._hidden_params["response_cost"]
+    assert isinstance(cost, float)
+    return cost
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+async def test_each_call_type_makes_one_span_priced_as_litellm_prices_it(
+    case: Case, telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    response = await run(case, http)
+
+    span = telemetry.span()
+    cost = litellm_cost(case, response)
+    assert cost > 0
+    assert span.name == f"{case.operation} {case.model}"
+    assert span.kind is SpanKind.CLIENT
+    assert span.attributes[sc.GEN_AI_OPERATION_NAME] == case.operation
+    assert span.attributes[sc.GEN_AI_REQUEST_MODEL] == case.model
+    assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_PRICED
+    assert span.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(cost, rel=1e-9)
+    assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(cost, rel=1e-9)
+    [duration] = telemetry.points(sc.METRIC_OPERATION_DURATION)
+    assert duration.count == 1
+    assert duration.attributes[sc.GEN_AI_OPERATION_NAME] == case.operation
+    assert len(http.requests) == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["image_generation", "aimage_generation"])
+async def test_images_are_priced_per_image(
+    is_async: bool, telemetry: Telemetry, images: FakeImageProvider
+) -> None:
+    if is_async:
+        response = await litellm.aimage_generation(model=IMAGE_MODEL, prompt="a cat", n=1)
+    else:
+        response = litellm.image_generation(model=IMAGE_MODEL, prompt="a cat", n=1)
+
+    span = telemetry.span()
+    assert span.name == f"image_generation {IMAGE_MODEL}"
+    assert response._hidden_params["response_cost"] == pytest.approx(IMAGE_PRICE)
+    assert span.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(IMAGE_PRICE)
+    assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(IMAGE_PRICE)
+    assert images.requests == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_an_anthropic_style_messages_call_is_priced(
+    is_async: bool, telemetry: Telemetry
+) -> None:
+    model = "anthropic/claude-haiku-4-5"
+    if is_async:
+        response = await litellm.anthropic_messages(
+            model=model, messages=MESSAGES, max_tokens=50, mock_response="hello"
+        )
+    else:
+        response = litellm.anthropic_messages_handler(
+            model=model, messages=MESSAGES, max_tokens=50, mock_response="hello"
+        )
+
+    span = telemetry.span()
+    expected = litellm.completion_cost(
+        completion_response=response, model=model, call_type="anthropic_messages"
+    )
+    assert span.name == f"chat {model}"
+    assert span.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-9)
+    assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == response["usage"]["input_tokens"]
+
+
+async def test_a_streamed_responses_call_is_priced_from_its_final_event(
+    telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    stream = litellm.responses(
+        model="openai/gpt-4o-mini", input="hi", api_key="sk-fake", client=http.http(), stream=True
+    )
+    events = list(stream)
+    list(stream)  # exhausted again: still one span
+
+    final = events[-1].response
+    span = telemetry.span()
+    assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
+    assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == final.usage.input_tokens
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == final.usage.output_tokens
+    assert span.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(
+        final._hidden_params["response_cost"], rel=1e-9
+    )
+    assert span.attributes[sc.GEN_AI_RESPONSE_ID] == final.id
+
+
+async def test_an_async_streamed_responses_call_broken_out_of_ends_its_span_once(
+    telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    stream = await litellm.aresponses(
+        model="openai/gpt-4o-mini",
+        input="hi",
+        api_key="sk-fake",
+        client=http.async_http(),
+        stream=True,
+    )
+    async for _event in stream:
+        break
+    await stream.aclose()
+
+    span = telemetry.span()
+    assert span.status.status_code is not StatusCode.ERROR
+    assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
+
+
+def exceeded_budget(telemetry: Telemetry) -> BudgetSpanProcessor:
+    """A raising budget already past its cap, on the telemetry's tracer provider."""
+    budget = BudgetSpanProcessor(0.0, raise_on_budget=True, thresholds=(1.0,))
+    with pytest.raises(BudgetExceededError):
+        budget.after_call({sc.GEN_AI_REQUEST_MODEL: "earlier"}, 0.01, None)  # type: ignore[arg-type]
+    tracer_provider: TracerProvider = telemetry.tracer_provider
+    tracer_provider.add_span_processor(budget)
+    return budget
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+async def test_an_exceeded_budget_refuses_each_call_type_before_it_is_sent(
+    case: Case, telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    exceeded_budget(telemetry)
+
+    with pytest.raises(BudgetExceededError) as refused:
+        await run(case, http)
+
+    assert refused.value.response is None
+    assert http.requests == []
+    span = telemetry.span()
+    assert span.attributes[sc.ERROR_TYPE] == "BudgetExceededError"
+    assert span.status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["image_generation", "aimage_generation"])
+async def test_an_exceeded_budget_refuses_images_before_they_are_painted(
+    is_async: bool, telemetry: Telemetry, images: FakeImageProvider
+) -> None:
+    exceeded_budget(telemetry)
+    generate: Callable[..., Any] = (
+        litellm.aimage_generation if is_async else litellm.image_generation
+    )
+
+    with pytest.raises(BudgetExceededError):
+        result = generate(model=IMAGE_MODEL, prompt="a cat")
+        if isinstance(result, Awaitable):
+            await result
+
+    assert images.requests == 0
+
+
+def test_an_anthropic_style_sync_messages_call_is_refused_past_the_budget(
+    telemetry: Telemetry,
+) -> None:
+    exceeded_budget(telemetry)
+
+    with pytest.raises(BudgetExceededError) as refused:
+        litellm.anthropic_messages_handler(
+            model="anthropic/claude-haiku-4-5", messages=MESSAGES, max_tokens=5, mock_response="x"
+        )
+
+    assert refused.value.response is None
+    assert telemetry.span().attributes[sc.ERROR_TYPE] == "BudgetExceededError"
+
+
+def test_uninstrument_restores_every_wrapped_name(instrument: Any) -> None:
+    import litellm.chat_completions.dispatch as dispatch
+    import litellm.main as main
+
+    originals = (main.completion, dispatch._PYTHON_COMPLETION, litellm.Router.acompletion)
+    instrument()
+    assert main.completion is not originals[0]
+    assert dispatch._PYTHON_COMPLETION is main.completion  # one wrapper for both names
+
+    from spendmeter import LiteLLMInstrumentor
+
+    LiteLLMInstrumentor().uninstrument()
+
+    assert (main.completion, dispatch._PYTHON_COMPLETION) == originals[:2]
+    assert not hasattr(litellm.Router.acompletion, "__wrapped__")
