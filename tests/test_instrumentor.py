@@ -285,15 +285,16 @@ def test_uninstrument_restores_every_original(providers: Telemetry) -> None:
         "text_completion",
         "atext_completion",
     )
-    originals = {name: getattr(litellm, name) for name in names}
+    # Where LiteLLM defines them: `litellm.completion` may be a dispatch function over these.
+    originals = {name: getattr(litellm.main, name) for name in names}
     instrumentor = LiteLLMInstrumentor()
     instrumentor.instrument(
         tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
     )
-    assert all(getattr(litellm, name) is not originals[name] for name in names)
+    assert all(getattr(litellm.main, name) is not originals[name] for name in names)
     instrumentor.uninstrument()
 
-    assert all(getattr(litellm, name) is originals[name] for name in names)
+    assert all(getattr(litellm.main, name) is originals[name] for name in names)
     chat()
     assert providers.spans() == []
 
@@ -385,3 +386,64 @@ def test_server_address_from_api_base(telemetry: Telemetry) -> None:
     attributes = telemetry.span().attributes
     assert attributes[sc.SERVER_ADDRESS] == "llm.internal.example"
     assert attributes[sc.SERVER_PORT] == 8443
+
+
+def test_a_function_bound_before_instrument_is_still_metered(providers: Telemetry) -> None:
+    from litellm import completion  # bound before instrument(): LiteLLM's dispatch function
+
+    instrumentor = LiteLLMInstrumentor()
+    instrumentor.instrument(tracer_provider=providers.tracer_provider)
+    try:
+        completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER)
+    finally:
+        instrumentor.uninstrument()
+
+    assert providers.span().attributes[sc.GEN_AI_USAGE_COST] > 0
+
+
+def test_an_error_raised_while_reading_a_stream_fails_its_span_but_keeps_its_cost(
+    telemetry: Telemetry,
+) -> None:
+    with pytest.raises(KeyError), chat(stream=True) as stream:
+        next(stream)
+        raise KeyError("the caller's own bug")
+
+    span = telemetry.span()
+    assert span.attributes[sc.ERROR_TYPE] == "KeyError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
+    [duration] = telemetry.points(sc.METRIC_OPERATION_DURATION)
+    assert duration.attributes[sc.ERROR_TYPE] == "KeyError"
+
+
+async def test_an_error_raised_inside_async_with_stream_fails_its_span(
+    telemetry: Telemetry,
+) -> None:
+    stream = await litellm.acompletion(
+        model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, stream=True
+    )
+    with pytest.raises(ValueError):
+        async with stream:
+            await stream.__anext__()
+            raise ValueError("the caller gave up")
+
+    span = telemetry.span()
+    assert span.attributes[sc.ERROR_TYPE] == "ValueError"
+    assert sc.GEN_AI_USAGE_COST in span.attributes
+
+
+def test_a_key_echoed_in_a_provider_error_never_reaches_the_span(telemetry: Telemetry) -> None:
+    leaked = (
+        "AuthenticationError: Incorrect API key provided: sk-proj-abcdefghijklmnop1234. "
+        "POST https://generativelanguage.googleapis.com/v1/models?key=AIzaSyA12345678901234567890 "
+        "Authorization: Bearer secret-token-123 (own key: my-own-key-42)"
+    )
+    error = litellm.AuthenticationError(leaked, llm_provider="openai", model="gpt-4o-mini")
+    with pytest.raises(litellm.AuthenticationError):
+        chat(mock_response=error, api_key="my-own-key-42")
+
+    description = telemetry.span().status.description or ""
+    for secret in ("sk-proj-abcdefghij", "AIzaSyA1234567", "secret-token-123", "my-own-key-42"):
+        assert secret not in description
+    assert "[REDACTED]" in description
+    assert "Incorrect API key provided" in description

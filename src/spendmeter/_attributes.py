@@ -7,6 +7,7 @@ return plain attribute dicts, so they are cheap to test and cheap to call.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -203,3 +204,32 @@ def _json(value: Any) -> str:
 
 def error_type(error: BaseException) -> str:
     return type(error).__qualname__
+
+
+# Credentials a provider or proxy may echo in an error: bearer tokens, `key=`/`api_key=` in
+# URLs and bodies, and key-shaped strings (OpenAI's sk-..., Google's AIza..., AWS access keys).
+_SECRET_PATTERNS = re.compile(
+    r"(?i)(bearer\s+)[^\s'\",]+"
+    r"|((?:(?:api[_-]?)?key|token|secret|password|signature|sig)=)[^&\s'\",]+"
+    r"|(\"?(?:api[_-]?key|x-api-key|authorization|api-key)\"?\s*[:=]\s*\"?)"
+    r"(?:bearer\s+)?[^\s'\",}]+"
+    r"|\bsk-[a-z0-9_\-]{8,}"
+    r"|\bAIza[0-9a-z_\-]{20,}"
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+)
+
+
+def error_description(error: BaseException, params: Mapping[str, Any]) -> str:
+    """An error's text fit for a span: the call's own credentials and anything shaped like
+    one are replaced by ``[REDACTED]``."""
+    text = str(error)
+    for name in ("api_key", "azure_ad_token", "aws_secret_access_key", "aws_session_token"):
+        secret = params.get(name)
+        if isinstance(secret, str) and len(secret) >= 4:
+            text = text.replace(secret, "[REDACTED]")
+    return _SECRET_PATTERNS.sub(_redacted, text)
+
+
+def _redacted(match: re.Match[str]) -> str:
+    kept = next((group for group in match.groups() if group), "")
+    return f"{kept}[REDACTED]"

@@ -450,15 +450,16 @@ class Call:
         return bool(self.budgets)
 
     def _record_failure(self, error: BaseException) -> None:
-        kind = _attributes.error_type(error)
         duration = time.perf_counter() - self.started
-        self.span.set_attribute(sc.ERROR_TYPE, kind)
-        self.span.set_status(Status(StatusCode.ERROR, str(error)))
+        self._mark_failed(error)
         self.span.end()
         if self.traced:
-            self.telemetry.instruments.duration.record(
-                duration, {**self.info.base, sc.ERROR_TYPE: kind}
-            )
+            self.telemetry.instruments.duration.record(duration, self._duration_attributes(error))
+
+    def _duration_attributes(self, error: BaseException | None) -> Mapping[str, Any]:
+        if error is None:
+            return self.info.base
+        return {**self.info.base, sc.ERROR_TYPE: _attributes.error_type(error)}
 
     def succeed(self, response: Any) -> None:
         """Finish a plain (not streamed) call; raises ``BudgetExceededError`` if it asked to."""
@@ -531,7 +532,15 @@ class Call:
             response_attributes,
             outcome.first_chunk_delay,
         )
+        if outcome.error is not None:
+            guarded("recording a failed call", self._mark_failed, outcome.error)
         return pricing
+
+    def _mark_failed(self, error: BaseException) -> None:
+        self.span.set_attribute(sc.ERROR_TYPE, _attributes.error_type(error))
+        self.span.set_status(
+            Status(StatusCode.ERROR, _attributes.error_description(error, self.params))
+        )
 
     def _close(
         self, outcome: Outcome, pricing: Pricing, exceeded: BudgetExceededError | None
@@ -547,6 +556,7 @@ class Call:
                 pricing,
                 duration,
                 outcome.first_chunk_delay,
+                outcome.error,
             )
         if self.parent is not None:
             self.parent.nested.append((outcome.response, pricing.total))
@@ -597,10 +607,11 @@ class Call:
         pricing: Pricing,
         duration: float,
         first_chunk_delay: float | None,
+        error: BaseException | None = None,
     ) -> None:
         instruments = self.telemetry.instruments
         info = self.info
-        instruments.duration.record(duration, info.base)
+        instruments.duration.record(duration, self._duration_attributes(error))
         if first_chunk_delay is not None:
             instruments.time_to_first_chunk.record(first_chunk_delay, info.base)
         if usage is not None:
@@ -661,6 +672,9 @@ class Outcome(NamedTuple):
     response_attributes: Mapping[str, Any] | None
     response: Any
     first_chunk_delay: float | None = None
+    # Raised by the caller's own code while it read a stream: the call still cost what it
+    # cost, and its span says it failed.
+    error: BaseException | None = None
 
 
 def _carrying(exceeded: BudgetExceededError | None, response: Any) -> BudgetExceededError | None:

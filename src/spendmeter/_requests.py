@@ -50,6 +50,7 @@ class Request:
     ) -> None:
         self.telemetry = telemetry
         self.router = router
+        self.params = params
         self.group = _model_name(params.get("model"))
         self.attempts = 0
         self.costs: list[float] = []
@@ -179,7 +180,8 @@ class Request:
                 span.set_attribute(sc.SPENDMETER_REQUEST_COST, math.fsum(self.costs))
             if error is not None:
                 span.set_attribute(sc.ERROR_TYPE, _attributes.error_type(error))
-                span.set_status(Status(StatusCode.ERROR, str(error)))
+                description = _attributes.error_description(error, self.params)
+                span.set_status(Status(StatusCode.ERROR, description))
         span.end()
 
 

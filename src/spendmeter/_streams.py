@@ -113,6 +113,7 @@ class TracedStream(wrapt.ObjectProxy):
         self._self_call = call
         self._self_seen = _Seen()
         self._self_finished = False
+        self._self_user_error: BaseException | None = None
 
     # --- sync iteration -------------------------------------------------------------------
     def __iter__(self) -> TracedStream:
@@ -141,7 +142,8 @@ class TracedStream(wrapt.ObjectProxy):
     def __enter__(self) -> TracedStream:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
+        self._self_user_error = error  # the stream is still priced, its span marked failed
         self.close()
 
     # --- async iteration ------------------------------------------------------------------
@@ -171,7 +173,8 @@ class TracedStream(wrapt.ObjectProxy):
     async def __aenter__(self) -> TracedStream:
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
+        self._self_user_error = error
         await self.aclose()
 
     def __del__(self) -> None:
@@ -235,6 +238,7 @@ class TracedStream(wrapt.ObjectProxy):
             first_chunk_delay=(
                 None if seen.first_chunk_at is None else seen.first_chunk_at - call.started
             ),
+            error=self._self_user_error,
         )
 
 

@@ -41,6 +41,7 @@ _ASYNC_HANDOFF_FLAGS = (
 # LiteLLM modules that only pass a call on to its implementation: a call they pass on is made
 # by whoever called them.
 _PASS_THROUGH = (
+    "litellm.rust_bridge.",
     "litellm.chat_completions.",
     "litellm.embeddings.",
     "litellm.responses.dispatch",

@@ -31,10 +31,11 @@ _INSTRUMENTS = ("litellm >= 1.106.2, != 1.107.*",)
 class Target:
     """One paid LiteLLM function and every name it is reached by.
 
-    ``places[0]`` is where LiteLLM defines it; the other places are names that hold the same
-    function (re-exports, and the references LiteLLM's dispatch modules keep to it), wrapped
-    with the same wrapper so that no route around it exists. A place absent from the
-    installed LiteLLM is skipped.
+    ``places[0]`` is where LiteLLM defines it; the other places are names that may hold the
+    same function (re-exports, and the references LiteLLM's dispatch modules keep to it), all
+    wrapped with one wrapper so that no route around it exists. A place absent from the
+    installed LiteLLM, or holding another function (a dispatch function that calls this one),
+    is left alone.
     """
 
     call_type: str  # LiteLLM's call type, e.g. "acompletion"
@@ -167,20 +168,20 @@ class _Patches:
         self._replaced: list[tuple[Any, str, Any]] = []
 
     def wrap(self, places: Iterable[tuple[str, str]], make: Callable[[Any], Any]) -> None:
-        """Wrap each distinct function found at ``places`` once; every place that holds it
-        gets the same wrapper. ``make(original)`` builds the wrapper function."""
-        wrappers: dict[int, FunctionWrapper] = {}
+        """Wrap the function at the first place found, and put the same wrapper at every other
+        place that holds that very function. ``make(original)`` builds the wrapper function."""
+        original: Any = None
+        wrapper: FunctionWrapper | None = None
         for module, attribute in places:
             found = _lookup(module, attribute)
             if found is None:
                 continue
-            holder, original = found
-            if isinstance(original, FunctionWrapper):
-                continue  # instrumented already through another name
-            wrapper = wrappers.get(id(original))
+            holder, function = found
             if wrapper is None:
-                wrapper = wrappers[id(original)] = FunctionWrapper(original, make(original))
-            self._set(holder, attribute, wrapper)
+                original = function
+                wrapper = FunctionWrapper(original, make(original))
+            if function is original:
+                self._set(holder, attribute, wrapper)
 
     def wrap_method(self, cls: Any, name: str, wrapper: Any) -> None:
         try:
