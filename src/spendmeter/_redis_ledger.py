@@ -34,7 +34,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -483,6 +483,10 @@ class RedisLedger:
         self._flushing = False
         self._connection.forget_async_clients()
 
+    def _epoch(self) -> str:
+        """A name no ledger has had: the epoch of a ledger this command may have to create."""
+        return f"{self._token}-{next(self._ids)}"
+
     def __str__(self) -> str:
         return self._connection.label
 
@@ -556,7 +560,7 @@ class RedisLedger:
             ADMIT,
             (keys.ledger, keys.holds, keys.scopes),
             (
-                self._token,
+                self._epoch(),
                 _ttl(window, now),
                 keys.scope_id,
                 now.timestamp(),
@@ -634,7 +638,7 @@ class RedisLedger:
             SETTLE,
             (keys.ledger, keys.models, keys.holds, keys.scopes, self._keys.settled(now)),
             (
-                self._token,
+                self._epoch(),
                 _ttl(window, now),
                 keys.scope_id,
                 settle_id,
@@ -662,8 +666,7 @@ class RedisLedger:
         if hand_back is not None:
             self._announce_all((yield from self._paid(hand_back)))
         spent, exceeded = float(figures[0]), figures[1] == "1"
-        if self._marks.passed(spent):
-            self._note_exceeded(owed.keys)
+        self._remember(owed, spent)
         fractions = tuple(float(fraction) for fraction in figures[2:])
         if not fractions and not exceeded:
             return None
@@ -821,6 +824,20 @@ class RedisLedger:
                 if owed.window.label == self._label:
                     self._shares.setdefault(owed.keys.ledger, _Share()).add(owed)
 
+    def _remember(self, owed: _Owed, spent: float) -> None:
+        """Keep the last figures up to date from a settlement's reply, at no cost: the fleet's
+        spend as Redis sums it, and this process's calls on top of the requests last read."""
+        passed = self._marks.passed(spent)
+        with self._lock:
+            if passed:
+                self._exceeded.add(owed.keys.ledger)
+            label, last = self._last
+            if label != owed.window.label:
+                label, last = owed.window.label, {}
+            totals = _plus(last.get(owed.scope, ScopeTotals()), owed)
+            last = {**last, owed.scope: replace(totals, spent=spent, exceeded=passed)}
+            self._last = (label, last)
+
     def _note_exceeded(self, keys: _ScopeKeys) -> None:
         with self._lock:
             self._exceeded.add(keys.ledger)
@@ -838,17 +855,7 @@ class RedisLedger:
         snapshot: Snapshot = dict(last) if label == window.label else {}
         snapshot.setdefault(None, ScopeTotals())
         for item in owed:
-            totals = snapshot.get(item.scope, ScopeTotals())
-            by_model = dict(totals.cost_by_model)
-            for model, cost in item.models:
-                by_model[model] = by_model.get(model, 0.0) + cost
-            snapshot[item.scope] = ScopeTotals(
-                totals.spent + sum(cost for _, cost in item.models),
-                totals.requests + item.requests,
-                totals.reserved,
-                totals.exceeded or item.keys.ledger in self._exceeded,
-                by_model,
-            )
+            snapshot[item.scope] = _plus(snapshot.get(item.scope, ScopeTotals()), item)
         return snapshot
 
     def _last_spent(self, window: Window, scope: str | None) -> float:
@@ -1010,6 +1017,19 @@ def _totals(
 ) -> ScopeTotals:
     by_model = dict(zip(models[::2], map(float, models[1::2]), strict=True))
     return ScopeTotals(float(spent), int(requests), float(reserved), exceeded == "1", by_model)
+
+
+def _plus(totals: ScopeTotals, owed: _Owed) -> ScopeTotals:
+    """``totals`` with one settlement added."""
+    by_model = dict(totals.cost_by_model)
+    for model, cost in owed.models:
+        by_model[model] = by_model.get(model, 0.0) + cost
+    return replace(
+        totals,
+        spent=totals.spent + sum(cost for _, cost in owed.models),
+        requests=totals.requests + owed.requests,
+        cost_by_model=by_model,
+    )
 
 
 def _flat(groups: Iterable[Iterable[str]]) -> list[str]:
