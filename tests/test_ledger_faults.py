@@ -241,11 +241,14 @@ def test_a_password_never_reaches_logs_errors_or_spans(
 # --- async: the event loop never waits on Redis -------------------------------------------------
 
 
-async def test_an_async_call_never_blocks_the_event_loop_on_a_stalled_redis(
-    app: Any, redis_server: RedisServer, fake_provider: FakeProvider
+def test_an_async_call_never_blocks_the_event_loop_on_a_stalled_redis(
+    redis_server: RedisServer,
 ) -> None:
-    app("open")
-    await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
+    # A loop of the test's own: LiteLLM's logging worker carries its queued tasks onto
+    # whatever loop runs a LiteLLM call, and they would hog the loop this test watches.
+    budget = BudgetSpanProcessor(
+        100.0, ledger=redis_server.url, raise_on_budget=True, ledger_timeout=TIMEOUT
+    )
     ticks: list[float] = []
 
     async def heartbeat() -> None:
@@ -253,23 +256,63 @@ async def test_an_async_call_never_blocks_the_event_loop_on_a_stalled_redis(
             ticks.append(time.monotonic())
             await asyncio.sleep(0.01)
 
-    beating = asyncio.create_task(heartbeat())
-    redis_server.pause()
+    async def calls() -> float:
+        await one_async_call(budget, "before-the-pause")
+        beating = asyncio.create_task(heartbeat())
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            await one_async_call(budget, "during-the-pause")
+            took = time.monotonic() - started
+        finally:
+            redis_server.resume()
+            beating.cancel()
+        return took
+
     try:
-        started = time.monotonic()
-        await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
-        took = time.monotonic() - started
+        took = asyncio.run(calls())
+        assert took >= TIMEOUT  # the call did wait for Redis...
+        gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+        assert len(ticks) >= TIMEOUT / 0.02  # ...while the loop kept running
+        assert max(gaps) < 0.1
+
+        time.sleep(RETRY_AFTER + 0.1)
+        asyncio.run(one_async_call(budget, "after-the-pause"))
+        assert fleet_total(redis_server) == 3 * 0.125
     finally:
-        redis_server.resume()
-        beating.cancel()
+        budget.shutdown()
 
-    assert took >= TIMEOUT  # the call did wait for Redis...
-    during = [tick for tick in ticks if tick >= started]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(during)]
-    assert len(during) >= TIMEOUT / 0.02  # ...while the loop kept running
-    assert max(gaps) < 0.1
-    assert fake_provider.requests == 2
 
-    await asyncio.sleep(RETRY_AFTER + 0.1)
-    await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
+async def one_async_call(budget: BudgetSpanProcessor, call_id: str) -> None:
+    """One async call as the call path feeds its budget."""
+
+    class Request:
+        def __init__(self) -> None:
+            self.call_id = call_id
+
+        def max_cost(self) -> float | None:
+            return None
+
+    attributes = {"gen_ai.request.model": "gpt-4o-mini"}
+    await budget.abefore_call(attributes, Request())
+    await budget.aafter_call(attributes, 0.125, Request())
+
+
+def test_async_litellm_calls_go_on_while_redis_is_paused(
+    app: Any, redis_server: RedisServer, fake_provider: FakeProvider
+) -> None:
+    app("open")
+
+    async def calls() -> None:
+        await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
+        redis_server.pause()
+        try:
+            await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
+        finally:
+            redis_server.resume()
+        await asyncio.sleep(RETRY_AFTER + 0.1)
+        await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
+
+    asyncio.run(calls())
+    assert fake_provider.requests == 3
     assert fleet_total(redis_server) == 3 * CALL_COST

@@ -34,7 +34,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -431,13 +431,12 @@ class _Share:
     """What this process has counted into one ledger: what it hands back if Redis loses it."""
 
     requests: int = 0
-    models: dict[str, float] | None = None
+    models: dict[str, float] = field(default_factory=dict)
 
     def add(self, owed: _Owed) -> None:
         self.requests += owed.requests
-        models = self.models = self.models or {}
         for model, cost in owed.models:
-            models[model] = models.get(model, 0.0) + cost
+            self.models[model] = self.models.get(model, 0.0) + cost
 
 
 class RedisLedger:
@@ -462,7 +461,9 @@ class RedisLedger:
         self._announce = announce
         self._keys = _Keys(name)
         self._windows = Windows(window)
-        self._errors = (_import_redis().RedisError, OSError)
+        redis = _import_redis()
+        self._errors = (redis.RedisError, OSError)
+        self._no_script = redis.exceptions.NoScriptError
         self._lock = threading.Lock()
         self._fresh_process()
 
@@ -804,7 +805,7 @@ class RedisLedger:
             scope,
             f"restore:{self._token}:{epoch}",
             requests=share.requests,
-            models=tuple((share.models or {}).items()),
+            models=tuple(share.models.items()),
             credit=False,
         )
         with self._lock:
@@ -814,7 +815,7 @@ class RedisLedger:
             "handing back the $%.6f this process had counted there",
             self._name,
             self,
-            sum((share.models or {}).values()),
+            sum(share.models.values()),
         )
         return hand_back
 
@@ -987,12 +988,6 @@ class RedisLedger:
             return await client.execute_command(*command.args)
         except self._no_script:
             return await client.execute_command(*command.as_eval())
-
-    @property
-    def _no_script(self) -> type[BaseException]:
-        from redis.exceptions import NoScriptError
-
-        return NoScriptError
 
 
 def _ttl(window: Window, now: datetime) -> int:
