@@ -16,6 +16,12 @@ $(BIN)/activate: pyproject.toml
 prometheus:
 	bash scripts/install-prometheus.sh
 
+# The shared-ledger tests run a real redis-server on loopback; this installs it from Debian's
+# packages once (skipped when redis-server is already on PATH).
+.PHONY: redis
+redis:
+	bash scripts/install-redis.sh
+
 .PHONY: demo test lint
 demo: $(BIN)/activate
 	OTEL_SERVICE_NAME=spendmeter-demo \
@@ -24,7 +30,7 @@ demo: $(BIN)/activate
 	OTEL_LOGS_EXPORTER=none \
 	$(BIN)/opentelemetry-instrument $(BIN)/python examples/demo.py
 
-test: $(BIN)/activate prometheus
+test: $(BIN)/activate prometheus redis
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -147,3 +147,13 @@ def fake_provider() -> Iterator[FakeProvider]:
     provider = FakeProvider()
     with registered_provider("fakellm", provider):
         yield provider
+
+
+@pytest.fixture
+def redis_server(tmp_path: Any) -> Iterator[Any]:
+    """A fresh, empty redis-server of the test's own (tests/redis_server.py), stopped after it."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()

@@ -7,14 +7,18 @@ nothing once that provider shuts down (or the instrumentor is uninstrumented). I
 ``on_start``/``on_end`` are the SDK's no-ops, so it can never take a span away from the
 processors after it.
 
+The processor is thin: what was spent, held back and crossed lives in a ledger
+(``spendmeter._ledger``), in the process or shared on Redis (``spendmeter._redis_ledger``).
+The processor checks its options, keeps the history and announces what the ledger reports.
+
 Semantics:
 
 - A threshold ``f`` is reached when spend >= ``f * budget``; the budget is passed when spend >
   ``budget``. Both compare with a relative tolerance of 1e-9, so that ten calls of $0.10 reach a
   $1 budget exactly rather than a float rounding step before or after it.
 - ``window`` (``"hour"``, ``"day"``, ``"month"``: calendar periods in UTC) starts every ledger
-  afresh at each boundary: spend, request counts and alerts. ``history`` is a log of the last
-  ``HISTORY_SIZE`` calls and survives window boundaries; only ``reset()`` clears it.
+  afresh at each boundary: spend, request counts and alerts. ``history`` is a log of this
+  process's last ``HISTORY_SIZE`` calls and survives window boundaries; only ``reset()`` clears it.
 - ``scope`` names a call attribute (e.g. ``user.id``); each of its values gets its own ledger
   with the full ``budget``. Calls without the attribute share one unscoped ledger that has the
   same budget: leaving the attribute out must not be a way around the cap.
@@ -22,6 +26,9 @@ Semantics:
   moment it is admitted until its cost is known or it fails, and refuses a call that cannot
   fit in what is neither spent nor held back. A reservation is released from the ledger it
   was taken from, so one that outlives its window never touches the next.
+- ``ledger="redis://..."`` (or a ``redis.Redis`` client) shares the ledger with every process
+  that names the same ledger and ``name``; ``on_ledger_error`` says what happens to calls while
+  it cannot be reached (README, "Sharing a budget across a fleet").
 """
 
 from __future__ import annotations
@@ -32,10 +39,9 @@ import numbers
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, TypeGuard, TypeVar
 
 from opentelemetry import metrics, trace
@@ -44,16 +50,28 @@ from opentelemetry.sdk.trace import SpanProcessor
 
 from spendmeter import config
 from spendmeter import semconv as sc
+from spendmeter._ledger import (
+    WINDOWS,
+    Crossings,
+    Ledger,
+    LocalLedger,
+    Marks,
+    Refusal,
+    Snapshot,
+    utc,
+)
 from spendmeter._listeners import CallRequest
 from spendmeter.errors import BudgetExceededError
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_THRESHOLDS", "HISTORY_SIZE", "WINDOWS", "BudgetSpanProcessor", "CallRecord"]
+
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.8, 1.0)
-WINDOWS: tuple[str | None, ...] = (None, "hour", "day", "month")
 HISTORY_SIZE = 1000
+LEDGER_ERROR_POLICIES = config.LEDGER_ERROR_POLICIES
+DEFAULT_LEDGER_TIMEOUT = config.DEFAULT_LEDGER_TIMEOUT  # seconds, per shared-ledger operation
 _UNKNOWN_MODEL = "unknown"
-_TOLERANCE = 1e-9
 
 _F = TypeVar("_F", bound=Callable[..., object] | None)
 ThresholdCallback = Callable[[float, "BudgetSpanProcessor"], object]
@@ -70,29 +88,6 @@ class CallRecord:
     scope: str | None
 
 
-@dataclass
-class _Ledger:
-    spent: float = 0.0
-    requests: int = 0
-    cost_by_model: dict[str, float] = field(default_factory=dict)
-    fired: set[float] = field(default_factory=set)
-    exceeded: bool = False
-    reserved: float = 0.0  # worst-case cost of admitted calls still in flight
-    # Spend below this crosses nothing (the next alert or the budget, less the tolerance):
-    # most calls skip the threshold checks.
-    quiet_below: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Crossings:
-    """What one call crossed, collected under the lock and announced outside it."""
-
-    scope: str | None
-    spent: float
-    fractions: tuple[float, ...]
-    exceeded: bool
-
-
 class BudgetSpanProcessor(SpanProcessor):
     """Counts the USD spend of every LLM call and alerts on, or stops, spend past ``budget``.
 
@@ -107,6 +102,13 @@ class BudgetSpanProcessor(SpanProcessor):
     locally plus ``max_tokens`` (else the model's maximum output) at the model's prices. Calls
     whose cost has no bound (unpriced, priced per second) are not held back. A callback that
     raises is logged and ignored.
+
+    ``ledger`` shares the budget across processes and hosts: a ``redis://`` or ``rediss://``
+    URL, or a ``redis.Redis`` client (``pip install 'spendmeter[redis]'``). Every process that
+    names the same ledger and ``name`` then counts against one total, per scope value and
+    window, and the alerts fire once for all of them. While the ledger cannot be reached
+    (each operation gives up after ``ledger_timeout`` seconds), ``on_ledger_error="open"`` lets
+    calls go and hands their spend to the ledger once it is back; ``"closed"`` refuses them.
 
     Call ``shutdown()`` (or shut down the ``TracerProvider`` it was added to) to detach it.
     """
@@ -125,6 +127,9 @@ class BudgetSpanProcessor(SpanProcessor):
         meter_provider: MeterProvider | None = None,
         clock: Callable[[], datetime] | None = None,
         reserve: bool = False,
+        ledger: Any = None,
+        on_ledger_error: str = "open",
+        ledger_timeout: float = DEFAULT_LEDGER_TIMEOUT,
     ) -> None:
         self._budget = _checked_budget(budget)
         self._thresholds = _checked_thresholds(thresholds)
@@ -138,22 +143,41 @@ class BudgetSpanProcessor(SpanProcessor):
         self._reserve = bool(reserve)
         if self._reserve and not self._raise_on_budget:
             raise ValueError("reserve=True needs raise_on_budget=True: only it refuses calls")
+        self._ledger = self._open_ledger(
+            ledger, _checked_policy(on_ledger_error), _checked_timeout(ledger_timeout)
+        )
+        # Whether calls are asked about before they are sent: a budget that never refuses on
+        # spend still must when a closed shared ledger cannot be reached.
+        self._admits = self._raise_on_budget or self._ledger.refuses_when_unreachable
 
         self._lock = threading.Lock()
-        self._window_end = _window_end(self._window, self._now())
-        self._ledgers: dict[str | None, _Ledger] = {None: _Ledger()}
         # (timestamp, model, cost, scope) rows: a tuple is cheaper to make on every call than
         # a CallRecord, which `history` builds on demand.
         self._history: deque[tuple[datetime, str, float | None, str | None]] = deque(
             maxlen=HISTORY_SIZE
         )
-        self._reservations: dict[CallRequest, tuple[_Ledger, float]] = {}
 
         self._gauges = _GaugeFeed.for_meter(
             (meter_provider or metrics.get_meter_provider()).get_meter("spendmeter")
         )
         self._gauges.add(self)
         self._governs = True
+
+    def _open_ledger(self, ledger: Any, policy: str, timeout: float) -> Ledger:
+        marks = Marks.of(self._budget, self._thresholds)
+        if ledger is None:
+            return LocalLedger(marks, self._window)
+        from spendmeter._redis_ledger import RedisLedger
+
+        return RedisLedger(
+            ledger,
+            name=self._name,
+            marks=marks,
+            window=self._window,
+            policy=policy,
+            timeout=timeout,
+            announce=self._announce,
+        )
 
     @classmethod
     def from_settings(
@@ -167,6 +191,9 @@ class BudgetSpanProcessor(SpanProcessor):
             window=settings.window,
             scope=settings.scope,
             meter_provider=meter_provider,
+            ledger=settings.ledger,
+            on_ledger_error=settings.on_ledger_error,
+            ledger_timeout=settings.ledger_timeout,
         )
 
     # --- configuration --------------------------------------------------------------------
@@ -200,67 +227,60 @@ class BudgetSpanProcessor(SpanProcessor):
     def name(self) -> str:
         return self._name
 
-    # --- the ledger, for the current window -----------------------------------------------
+    # --- the ledger, for the current window (the fleet's, when shared) --------------------
 
     @property
     def total_cost(self) -> float:
         """USD spent in the current window, across every scope value."""
-        with self._current():
-            return math.fsum(ledger.spent for ledger in self._ledgers.values())
+        return math.fsum(totals.spent for totals in self._snapshot().values())
 
     @property
     def request_count(self) -> int:
         """Calls finished in the current window, priced or not."""
-        with self._current():
-            return sum(ledger.requests for ledger in self._ledgers.values())
+        return sum(totals.requests for totals in self._snapshot().values())
 
     @property
     def cost_by_model(self) -> dict[str, float]:
         """USD per request model; an unpriced call adds its model nowhere (never $0)."""
-        totals: dict[str, float] = {}
-        with self._current():
-            for ledger in self._ledgers.values():
-                for model, cost in ledger.cost_by_model.items():
-                    totals[model] = totals.get(model, 0.0) + cost
-        return totals
+        by_model: dict[str, float] = {}
+        for totals in self._snapshot().values():
+            for model, cost in totals.cost_by_model.items():
+                by_model[model] = by_model.get(model, 0.0) + cost
+        return by_model
 
     @property
     def cost_by_scope(self) -> dict[str | None, float]:
         """USD per scope value; the key ``None`` holds calls without the scope attribute."""
-        with self._current():
-            return {scope: ledger.spent for scope, ledger in self._ledgers.items()}
+        return {scope: totals.spent for scope, totals in self._snapshot().items()}
 
     def spent(self, scope_value: str | None = None) -> float:
         """USD spent by one scope value (``None``: calls without it) in the current window."""
-        with self._current():
-            ledger = self._ledgers.get(scope_value)
-            return ledger.spent if ledger else 0.0
+        totals = self._snapshot().get(scope_value)
+        return totals.spent if totals else 0.0
 
     @property
     def reserved(self) -> float:
         """USD held back for calls in flight (``reserve=True``), across every scope value."""
-        with self._current():
-            return math.fsum(ledger.reserved for ledger in self._ledgers.values())
+        return math.fsum(totals.reserved for totals in self._snapshot().values())
 
     @property
     def budget_exceeded(self) -> bool:
         """Whether spend has passed the budget in the current window (for any scope value)."""
-        with self._current():
-            return any(ledger.exceeded for ledger in self._ledgers.values())
+        return any(totals.exceeded for totals in self._snapshot().values())
 
     @property
     def history(self) -> list[CallRecord]:
-        """The last ``HISTORY_SIZE`` finished calls, oldest first."""
+        """This process's last ``HISTORY_SIZE`` finished calls, oldest first."""
         with self._lock:
             rows = list(self._history)
         return [CallRecord(*row) for row in rows]
 
     def reset(self) -> None:
-        """Forget all spend, alerts and history, as if the processor were new."""
+        """Forget all spend, alerts and history, as if the processor were new. A shared
+        ledger forgets the current window's spend for every process that shares it."""
+        self._ledger.reset(self._now())
         with self._lock:
-            self._ledgers = {None: _Ledger()}
             self._history.clear()
-            self._reservations.clear()
 
     # --- the spend feed (spendmeter._listeners.SpendListener) -----------------------------
 
@@ -269,57 +289,49 @@ class BudgetSpanProcessor(SpanProcessor):
     ) -> None:
         """Refuse the call if its ledger is past the budget and ``raise_on_budget`` is set, or,
         with ``reserve``, if its worst-case cost does not fit; else hold that cost back."""
-        if not self._raise_on_budget:
+        if not self._admits:
             return
         scope = self._scope_of(attributes)
-        # Estimated outside the lock: counting a prompt's tokens takes a while.
-        estimate = request.max_cost() if self._reserve and request is not None else None
-        with self._current():
-            ledger = self._ledgers.get(scope)
-            if ledger is not None and ledger.exceeded:
-                raise BudgetExceededError(self._budget, ledger.spent, scope=scope)
-            if request is not None and estimate is not None:
-                self._hold(scope, request, estimate)
+        call_id, estimate = self._holding(request)
+        refusal = self._ledger.admit(self._now(), scope, call_id, estimate, self._raise_on_budget)
+        if refusal is not None:
+            raise self._refused(refusal, scope)
 
     def after_call(
         self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest | None = None
     ) -> None:
         """Count a finished call; raise ``BudgetExceededError`` if it passed a raising budget."""
-        scope = self._scope_of(attributes)
-        model = str(
-            attributes.get(sc.GEN_AI_REQUEST_MODEL)
-            or attributes.get(sc.GEN_AI_RESPONSE_MODEL)
-            or _UNKNOWN_MODEL
-        )
-        now = self._now()
-        with self._lock:
-            self._roll(now)
-            if self._reservations:
-                self._release(request)
-            crossings = self._record(scope, model, cost)
-            self._history.append((now, model, cost, scope))
-        if crossings is None:
-            return
-        self._announce(crossings)
-        if crossings.exceeded and self._raise_on_budget:
-            raise BudgetExceededError(self._budget, crossings.spent, scope=scope)
+        scope, model, now = self._scope_of(attributes), _model_of(attributes), self._now()
+        call_id = request.call_id if request is not None else None
+        crossings = self._ledger.settle(now, scope, call_id, model, cost)
+        self._settled(now, model, cost, scope, crossings)
 
     def call_failed(self, attributes: Mapping[str, Any], request: CallRequest) -> None:
         """Release what was held back for a call that ended without a response."""
-        with self._lock:
-            self._release(request)
+        if self._reserve:
+            self._ledger.release(request.call_id)
 
-    # An in-process ledger never waits on anything but its lock: the async feed is the same.
     async def abefore_call(self, attributes: Mapping[str, Any], request: CallRequest) -> None:
-        self.before_call(attributes, request)
+        if not self._admits:
+            return
+        scope = self._scope_of(attributes)
+        call_id, estimate = self._holding(request)
+        refusal = await self._ledger.aadmit(
+            self._now(), scope, call_id, estimate, self._raise_on_budget
+        )
+        if refusal is not None:
+            raise self._refused(refusal, scope)
 
     async def aafter_call(
         self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest
     ) -> None:
-        self.after_call(attributes, cost, request)
+        scope, model, now = self._scope_of(attributes), _model_of(attributes), self._now()
+        crossings = await self._ledger.asettle(now, scope, request.call_id, model, cost)
+        self._settled(now, model, cost, scope, crossings)
 
     async def acall_failed(self, attributes: Mapping[str, Any], request: CallRequest) -> None:
-        self.call_failed(attributes, request)
+        if self._reserve:
+            await self._ledger.arelease(request.call_id)
 
     # --- SpanProcessor: on_start and on_end stay the SDK's no-ops -------------------------
 
@@ -331,30 +343,15 @@ class BudgetSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         self._governs = False
         self._gauges.discard(self)
+        self._ledger.close()
 
     # --- internals --------------------------------------------------------------------------
 
     def _now(self) -> datetime:
-        now = self._clock()
-        if now.tzinfo is timezone.utc:
-            return now
-        return now.astimezone(timezone.utc) if now.tzinfo else now.replace(tzinfo=timezone.utc)
+        return utc(self._clock())
 
-    @contextmanager
-    def _current(self) -> Iterator[None]:
-        """Hold the lock, with the ledgers started afresh if a later window has begun."""
-        now = self._now()
-        with self._lock:
-            self._roll(now)
-            yield
-
-    def _roll(self, now: datetime) -> None:
-        """Start every ledger afresh if ``now`` is past the current window; the caller holds
-        the lock. Clocks are read before the lock, so a thread may bring an older time than
-        the one that moved the window on: windows only move forward."""
-        if now >= self._window_end:
-            self._window_end = _window_end(self._window, now)
-            self._ledgers = {None: _Ledger()}
+    def _snapshot(self) -> Snapshot:
+        return self._ledger.snapshot(self._now())
 
     def _scope_of(self, attributes: Mapping[str, Any]) -> str | None:
         if self._scope is None:
@@ -362,69 +359,46 @@ class BudgetSpanProcessor(SpanProcessor):
         value = attributes.get(self._scope)
         return None if value is None else str(value)
 
-    def _hold(self, scope: str | None, request: CallRequest, estimate: float) -> None:
-        """Hold back a call's worst-case cost, or refuse it; the caller holds the lock."""
-        ledger = self._ledgers.setdefault(scope, _Ledger())
-        if _passed(ledger.spent + ledger.reserved + estimate, self._budget):
-            left = max(self._budget - ledger.spent - ledger.reserved, 0.0)
-            where = f" for {self._scope}={scope}" if scope is not None else ""
-            raise BudgetExceededError(
-                self._budget,
-                ledger.spent,
-                scope=scope,
-                reason=(
-                    f"LLM call refused: it may cost up to ${estimate:.6f}, more than the "
-                    f"${left:.6f} left of the budget of ${self._budget:.6f}{where}"
-                ),
+    def _holding(self, request: CallRequest | None) -> tuple[str | None, float | None]:
+        """The call's id and what to hold back for it; counting a prompt's tokens takes a
+        while, so it is done before the ledger is asked."""
+        if not self._reserve or request is None:
+            return None, None
+        return request.call_id, request.max_cost()
+
+    def _settled(
+        self,
+        now: datetime,
+        model: str,
+        cost: float | None,
+        scope: str | None,
+        crossings: Crossings | None,
+    ) -> None:
+        with self._lock:
+            self._history.append((now, model, cost, scope))
+        if crossings is None:
+            return
+        self._announce(crossings)
+        if crossings.exceeded and self._raise_on_budget:
+            raise BudgetExceededError(self._budget, crossings.spent, scope=scope)
+
+    def _refused(self, refusal: Refusal, scope: str | None) -> BudgetExceededError:
+        where = f" for {self._scope}={scope}" if scope is not None else ""
+        reason = None
+        if refusal.kind == "no_room":
+            reason = (
+                f"LLM call refused: it may cost up to ${refusal.estimate:.6f}, more than the "
+                f"${refusal.left:.6f} left of the budget of ${self._budget:.6f}{where}"
             )
-        ledger.reserved += estimate
-        self._reservations[request] = (ledger, estimate)
+        elif refusal.kind == "unreachable":
+            reason = (
+                f"LLM call refused: the {self._name!r} budget's ledger "
+                f"{self._ledger} cannot be reached (on_ledger_error='closed')"
+            )
+        return BudgetExceededError(self._budget, refusal.spent, scope=scope, reason=reason)
 
-    def _release(self, request: CallRequest | None) -> None:
-        """Give back a call's reservation to the ledger it came from; the caller holds the lock."""
-        held = self._reservations.pop(request, None) if request is not None else None
-        if held is not None:
-            ledger, estimate = held
-            # Clamped: float sums and differences need not cancel exactly.
-            ledger.reserved = max(ledger.reserved - estimate, 0.0)
-
-    def _record(self, scope: str | None, model: str, cost: float | None) -> _Crossings | None:
-        """Add one call to its ledger; what it crossed, if anything. The caller holds the lock."""
-        ledger = self._ledgers.get(scope)
-        if ledger is None:
-            ledger = self._ledgers[scope] = _Ledger()
-        ledger.requests += 1
-        if cost is None:
-            return None
-        ledger.spent += cost
-        ledger.cost_by_model[model] = ledger.cost_by_model.get(model, 0.0) + cost
-        if ledger.spent < ledger.quiet_below:
-            return None
-        # `spent > 0`: a $0 budget is not reached by unpriced or free calls.
-        fractions = tuple(
-            fraction
-            for fraction in self._thresholds
-            if fraction not in ledger.fired
-            and ledger.spent > 0
-            and _reached(ledger.spent, fraction * self._budget)
-        )
-        ledger.fired.update(fractions)
-        exceeded = not ledger.exceeded and _passed(ledger.spent, self._budget)
-        ledger.exceeded = ledger.exceeded or exceeded
-        ledger.quiet_below = self._next_crossing(ledger) * (1 - 2 * _TOLERANCE)
-        if not fractions and not exceeded:
-            return None
-        return _Crossings(scope, ledger.spent, fractions, exceeded)
-
-    def _next_crossing(self, ledger: _Ledger) -> float:
-        """The spend at which the ledger next reaches an alert or passes the budget."""
-        limits = [f * self._budget for f in self._thresholds if f not in ledger.fired]
-        if not ledger.exceeded:
-            limits.append(self._budget)
-        return min(limits, default=math.inf)
-
-    def _announce(self, crossings: _Crossings) -> None:
-        """Alert outside the lock, so that a callback may call back into the processor."""
+    def _announce(self, crossings: Crossings) -> None:
+        """Alert outside any lock, so that a callback may call back into the processor."""
         where = f" for {self._scope}={crossings.scope}" if crossings.scope is not None else ""
         for fraction in crossings.fractions:
             logger.warning(
@@ -447,7 +421,7 @@ class BudgetSpanProcessor(SpanProcessor):
             )
             self._invoke(self._on_budget_exceeded, self)
 
-    def _add_threshold_event(self, fraction: float, crossings: _Crossings) -> None:
+    def _add_threshold_event(self, fraction: float, crossings: Crossings) -> None:
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event(
@@ -476,11 +450,18 @@ class BudgetSpanProcessor(SpanProcessor):
         return attributes
 
     def _observations(self, limit: bool) -> list[Observation]:
-        with self._current():
-            return [
-                Observation(self._budget if limit else ledger.spent, self._metric_attributes(scope))
-                for scope, ledger in self._ledgers.items()
-            ]
+        return [
+            Observation(self._budget if limit else totals.spent, self._metric_attributes(scope))
+            for scope, totals in self._snapshot().items()
+        ]
+
+
+def _model_of(attributes: Mapping[str, Any]) -> str:
+    return str(
+        attributes.get(sc.GEN_AI_REQUEST_MODEL)
+        or attributes.get(sc.GEN_AI_RESPONSE_MODEL)
+        or _UNKNOWN_MODEL
+    )
 
 
 class _GaugeFeed:
@@ -540,29 +521,6 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-_NEVER = datetime.max.replace(tzinfo=timezone.utc)
-
-
-def _window_end(window: str | None, now: datetime) -> datetime:
-    """When the calendar window (UTC) that holds ``now`` ends."""
-    if window == "hour":
-        return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    if window == "day":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    if window == "month":
-        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        return (start + timedelta(days=32)).replace(day=1)
-    return _NEVER
-
-
-def _reached(spent: float, limit: float) -> bool:
-    return spent >= limit or math.isclose(spent, limit, rel_tol=_TOLERANCE)
-
-
-def _passed(spent: float, limit: float) -> bool:
-    return spent > limit and not math.isclose(spent, limit, rel_tol=_TOLERANCE)
-
-
 def _is_number(value: object) -> TypeGuard[numbers.Real]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -599,3 +557,15 @@ def _checked_callback(what: str, callback: _F) -> _F:
     if callback is not None and not callable(callback):
         raise TypeError(f"{what} must be callable, got {callback!r}")
     return callback
+
+
+def _checked_policy(policy: object) -> str:
+    if policy not in LEDGER_ERROR_POLICIES:
+        raise ValueError(f"on_ledger_error must be 'open' or 'closed', got {policy!r}")
+    return str(policy)
+
+
+def _checked_timeout(timeout: object) -> float:
+    if not _is_number(timeout) or not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"ledger_timeout must be a number of seconds > 0, got {timeout!r}")
+    return float(timeout)

@@ -10,6 +10,11 @@
 - ``SPENDMETER_BUDGET_THRESHOLDS``: comma list of fractions of the budget (``0.5,0.8,1.0``).
 - ``SPENDMETER_BUDGET_WINDOW``: ``none`` (default), ``hour``, ``day`` or ``month`` (UTC).
 - ``SPENDMETER_BUDGET_SCOPE``: a span attribute whose values each get their own budget.
+- ``SPENDMETER_BUDGET_LEDGER``: a ``redis://`` or ``rediss://`` URL; the budget is then shared
+  by every process that names the same ledger (needs ``pip install 'spendmeter[redis]'``).
+- ``SPENDMETER_BUDGET_LEDGER_ERROR``: ``open`` (default: calls go while the ledger cannot be
+  reached) or ``closed`` (they are refused).
+- ``SPENDMETER_BUDGET_LEDGER_TIMEOUT``: seconds each ledger operation may take (``0.5``).
 
 A bad value raises :class:`ConfigError` naming the variable and the value.
 """
@@ -29,11 +34,16 @@ BUDGET_ACTION = "SPENDMETER_BUDGET_ACTION"
 BUDGET_THRESHOLDS = "SPENDMETER_BUDGET_THRESHOLDS"
 BUDGET_WINDOW = "SPENDMETER_BUDGET_WINDOW"
 BUDGET_SCOPE = "SPENDMETER_BUDGET_SCOPE"
+BUDGET_LEDGER = "SPENDMETER_BUDGET_LEDGER"
+BUDGET_LEDGER_ERROR = "SPENDMETER_BUDGET_LEDGER_ERROR"
+BUDGET_LEDGER_TIMEOUT = "SPENDMETER_BUDGET_LEDGER_TIMEOUT"
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 BUDGET_ACTIONS = ("alert", "raise")
 BUDGET_WINDOWS = ("none", "hour", "day", "month")
+LEDGER_ERROR_POLICIES = ("open", "closed")
+DEFAULT_LEDGER_TIMEOUT = 0.5
 
 
 class ConfigError(ValueError):
@@ -50,6 +60,9 @@ class BudgetSettings:
     thresholds: tuple[float, ...] | None
     window: str | None
     scope: str | None
+    ledger: str | None = None
+    on_ledger_error: str = "open"
+    ledger_timeout: float = DEFAULT_LEDGER_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,26 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     return value
 
 
+def _seconds(name: str, raw: str) -> float:
+    value = _float(name, raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(name, raw, "a number of seconds > 0")
+    return value
+
+
+def _ledger_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get(BUDGET_LEDGER, "").strip()
+    if not raw:
+        return None
+    from spendmeter._redis_ledger import checked_url, redacted
+
+    try:
+        return checked_url(raw)
+    except ValueError:
+        # The URL may hold a password: the error shows it redacted.
+        raise ConfigError(BUDGET_LEDGER, redacted(raw), "a redis:// or rediss:// URL") from None
+
+
 def _names(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -112,12 +145,18 @@ def _budget(env: Mapping[str, str]) -> BudgetSettings | None:
     thresholds_raw = env.get(BUDGET_THRESHOLDS, "").strip()
     thresholds = _fractions(BUDGET_THRESHOLDS, thresholds_raw) if thresholds_raw else None
     window = _choice(env, BUDGET_WINDOW, BUDGET_WINDOWS, "none")
+    timeout = env.get(BUDGET_LEDGER_TIMEOUT, "").strip()
     return BudgetSettings(
         budget=_usd(BUDGET_USD, raw),
         raise_on_budget=_choice(env, BUDGET_ACTION, BUDGET_ACTIONS, "alert") == "raise",
         thresholds=thresholds,
         window=None if window == "none" else window,
         scope=env.get(BUDGET_SCOPE, "").strip() or None,
+        ledger=_ledger_url(env),
+        on_ledger_error=_choice(env, BUDGET_LEDGER_ERROR, LEDGER_ERROR_POLICIES, "open"),
+        ledger_timeout=_seconds(BUDGET_LEDGER_TIMEOUT, timeout)
+        if timeout
+        else DEFAULT_LEDGER_TIMEOUT,
     )
 
 

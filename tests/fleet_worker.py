@@ -1,0 +1,153 @@
+"""One process of a fleet sharing a budget on Redis (tests/test_fleet.py drives it).
+
+It instruments LiteLLM with a counting fake provider, says ``{"ready": true}``, then obeys one
+JSON command per stdin line and answers each with one JSON line:
+
+- ``{"op": "budget", "url", "name", "budget", "reserve", "window", "now"}``: a fresh
+  ``BudgetSpanProcessor(ledger=url, raise_on_budget=True)`` replaces the last one;
+- ``{"op": "clock", "now"}``: the budget's clock reads ``now`` (ISO 8601) from then on;
+- ``{"op": "run", "threads"}``: that many threads call LiteLLM until each is refused;
+- ``{"op": "read"}``: the budget's totals, as this process sees them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from datetime import datetime
+from typing import Any
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+import litellm
+from litellm import CustomLLM, ModelResponse
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+
+from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
+
+MODEL = "fleetllm/fake-model"
+# One prompt and one completion token at 2**-7 each: a call costs $1/64, exactly.
+PRICES = {MODEL: {"input_cost_per_token": 2**-7, "output_cost_per_token": 2**-7}}
+
+
+class CountingProvider(CustomLLM):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        with self._lock:
+            self.requests += 1
+        return ModelResponse(
+            model="fake-model",
+            choices=[
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok"},
+                }
+            ],
+            usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        )
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.provider = CountingProvider()
+        litellm.custom_provider_map = [{"provider": "fleetllm", "custom_handler": self.provider}]
+        litellm.utils.custom_llm_setup()
+        self.tracer_provider = TracerProvider()
+        self.meter_provider = MeterProvider()
+        LiteLLMInstrumentor().instrument(
+            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, pricing=PRICES
+        )
+        self.now = datetime.now().astimezone()
+        self.budget: BudgetSpanProcessor | None = None
+        self.alerts: list[float] = []
+        self.exceeded = 0
+
+    def on_threshold(self, fraction: float, _: BudgetSpanProcessor) -> None:
+        self.alerts.append(fraction)
+
+    def on_budget_exceeded(self, _: BudgetSpanProcessor) -> None:
+        self.exceeded += 1
+
+    def new_budget(self, command: dict[str, Any]) -> dict[str, Any]:
+        if self.budget is not None:
+            self.budget.shutdown()
+        self.clock(command)
+        self.budget = BudgetSpanProcessor(
+            command["budget"],
+            ledger=command["url"],
+            name=command["name"],
+            raise_on_budget=True,
+            reserve=command.get("reserve", False),
+            window=command.get("window"),
+            clock=lambda: self.now,
+            on_threshold=self.on_threshold,
+            on_budget_exceeded=self.on_budget_exceeded,
+            meter_provider=self.meter_provider,
+        )
+        self.tracer_provider.add_span_processor(self.budget)
+        return {}
+
+    def clock(self, command: dict[str, Any]) -> dict[str, Any]:
+        if command.get("now"):
+            self.now = datetime.fromisoformat(command["now"])
+        return {}
+
+    def run(self, command: dict[str, Any]) -> dict[str, Any]:
+        self.provider.requests, self.alerts, self.exceeded = 0, [], 0
+        outcome = {"paid": 0, "crossing": 0, "refused": 0}
+        lock = threading.Lock()
+
+        def spend() -> None:
+            while True:
+                try:
+                    litellm.completion(
+                        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+                    )
+                    paid = "paid"
+                except BudgetExceededError as error:
+                    paid = "crossing" if error.response is not None else "refused"
+                with lock:
+                    outcome[paid] += 1
+                if paid == "refused":
+                    return
+
+        threads = [threading.Thread(target=spend) for _ in range(command["threads"])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return {
+            **outcome,
+            "provider_calls": self.provider.requests,
+            "alerts": self.alerts,
+            "exceeded": self.exceeded,
+        }
+
+    def read(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.budget is not None
+        return {
+            "total_cost": self.budget.total_cost,
+            "request_count": self.budget.request_count,
+            "budget_exceeded": self.budget.budget_exceeded,
+        }
+
+
+def main() -> None:
+    fleet = Fleet()
+    ops = {"budget": fleet.new_budget, "clock": fleet.clock, "run": fleet.run, "read": fleet.read}
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        print(json.dumps(ops[command["op"]](command)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
