@@ -40,6 +40,7 @@ _OPTIONAL_PARAMS = frozenset(
         "metadata",
         "api_base",
         "base_url",
+        "service_tier",
     )
 )
 
@@ -136,6 +137,9 @@ def request_attributes(
     user = params.get("user")
     if isinstance(user, str) and user:
         attributes[sc.USER_ID] = user
+    tier = params.get("service_tier")
+    if isinstance(tier, str) and tier:
+        attributes[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
     if metadata_keys:
         attributes.update(metadata_attributes(params.get("metadata"), metadata_keys))
     api_base = params.get("api_base") or params.get("base_url")
@@ -169,6 +173,9 @@ def response_attributes(response: Any, capture_content: bool) -> Attributes:
     model = getattr(response, "model", None)
     if isinstance(model, str) and model:
         attributes[sc.GEN_AI_RESPONSE_MODEL] = model
+    tier = field(response, "service_tier")  # a pydantic extra field when the provider sent it
+    if isinstance(tier, str) and tier:
+        attributes[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
     choices = getattr(response, "choices", None)
     if isinstance(choices, list) and choices:
         reasons = [

@@ -80,7 +80,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         from spendmeter._call import Telemetry
         from spendmeter._wrappers import async_wrapper, sync_wrapper
         from spendmeter.metrics import create_instruments
-        from spendmeter.pricing import PriceResolver, load_overrides
+        from spendmeter.pricing import Pricer, load_overrides
 
         settings = config.from_env()
         pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
@@ -91,7 +91,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         telemetry = Telemetry(
             tracer,
             create_instruments(meter),
-            PriceResolver(overrides),
+            Pricer(overrides),
             metadata_keys=settings.metadata_keys,
             capture_content=settings.capture_content,
         )
@@ -109,6 +109,8 @@ class LiteLLMInstrumentor(BaseInstrumentor):
 
         for function, _, _ in _TARGETS:
             unwrap(litellm, function)
+        if self._telemetry is not None:
+            self._telemetry.pricer.close()
         self._telemetry = None
         if self._budget is not None:
             self._budget.shutdown()
