@@ -142,18 +142,9 @@ def provider_reported_cost(
     return cost_number(cost)
 
 
-def stream_final_cost(logging_obj: object) -> tuple[float | None, Mapping[str, Any] | None]:
-    """LiteLLM's own cost of a stream and its split, as its logging object holds them at the end."""
-    details = getattr(logging_obj, "model_call_details", None)
-    if not isinstance(details, Mapping):
-        return None, None
-    total = cost_number(details.get("response_cost"))
-    split = getattr(logging_obj, "cost_breakdown", None)
-    return total, split if isinstance(split, Mapping) else None
-
-
 def stream_logging_obj(stream: object) -> object:
-    """The logging object of a LiteLLM stream (text completions wrap a chat stream)."""
+    """The logging object of a LiteLLM stream (text completions wrap a chat stream): it holds the
+    stream's ``litellm_call_id``, under which LiteLLM's split of the stream's cost is captured."""
     found = getattr(stream, "logging_obj", None)
     if found is None:
         found = getattr(getattr(stream, "completion_stream", None), "logging_obj", None)

@@ -225,6 +225,11 @@ def _estimate_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, Any]:
     if litellm.disable_token_counter or not seen.chunks:
         return None, None
     assembled = litellm.stream_chunk_builder(seen.chunks, messages=_prompt_messages(call.params))
+    hidden = getattr(assembled, "_hidden_params", None)
+    if isinstance(hidden, dict):
+        # The builder prices what it built without the call's context (service tier,
+        # base_model): pricing asks LiteLLM's calculator again, told what the call was.
+        hidden.pop("response_cost", None)
     return token_usage(field(assembled, "usage")), assembled
 
 

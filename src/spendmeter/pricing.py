@@ -87,8 +87,8 @@ class Pricer:
         ``call_type`` is the LiteLLM function called (``"completion"``, ``"aembedding"``, ...),
         ``model`` the model asked for and ``provider`` LiteLLM's provider for it, ``kwargs``
         the call's arguments. ``response`` is what LiteLLM returned; for a stream, the chunk
-        that carried the usage or, without usage, the response assembled from the chunks, with
-        ``stream`` LiteLLM's stream object (it holds LiteLLM's final cost of the stream).
+        that carried the usage (with ``stream``, LiteLLM's stream object, which knows the call's
+        id) or, without usage, the response assembled from the chunks.
         ``usage`` saves reading the response's token counts again when the caller has them.
         """
         if usage is None:
@@ -101,7 +101,7 @@ class Pricer:
         # A stream's usage.cost may be LiteLLM's own bill, written there at the end of the stream.
         reported = _litellm.provider_reported_cost(response, provider, usage_cost=stream is None)
         if reported is not None:
-            split = self._split(response, stream, reported)
+            split = self._split(response, stream)
             return Priced(
                 sc.PRICING_PRICED,
                 reported,
@@ -162,24 +162,22 @@ class Pricer:
 
     def _figure(self, response: Any, stream: Any) -> tuple[float | None, Mapping[str, Any] | None]:
         """LiteLLM's own cost of this response, with its split, when LiteLLM made one."""
-        if stream is not None:
-            logging_obj = _litellm.stream_logging_obj(stream)
-            total, split = _litellm.stream_final_cost(logging_obj)
-            if total is not None:
-                return total, split
         hidden = _litellm.hidden_params(response)
-        if hidden is None:
-            return None, None
-        total = _litellm.cost_number(hidden.get("response_cost"))
+        total = None if hidden is None else _litellm.cost_number(hidden.get("response_cost"))
         if total is None:
             return None, None
-        return total, self._splits.take(hidden.get("litellm_call_id"))
+        return total, self._splits.take(self._call_id(hidden, stream))
 
-    def _split(self, response: Any, stream: Any, total: float) -> Mapping[str, Any] | None:
-        if stream is not None:
-            return _litellm.stream_final_cost(_litellm.stream_logging_obj(stream))[1]
+    def _split(self, response: Any, stream: Any) -> Mapping[str, Any] | None:
         hidden = _litellm.hidden_params(response)
-        return None if hidden is None else self._splits.take(hidden.get("litellm_call_id"))
+        return None if hidden is None else self._splits.take(self._call_id(hidden, stream))
+
+    @staticmethod
+    def _call_id(hidden: Mapping[str, Any], stream: Any) -> object:
+        # A stream's chunks do not carry the call id; its logging object does.
+        if stream is not None:
+            return getattr(_litellm.stream_logging_obj(stream), "litellm_call_id", None)
+        return hidden.get("litellm_call_id")
 
 
 def parts(total: float, split: Mapping[str, Any] | None) -> Cost:
