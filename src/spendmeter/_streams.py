@@ -15,6 +15,7 @@ from typing import Any
 
 import wrapt
 
+from spendmeter import _litellm
 from spendmeter import semconv as sc
 from spendmeter._attributes import field
 from spendmeter._call import Call, guarded
@@ -171,7 +172,7 @@ class TracedStream(wrapt.ObjectProxy):
         guarded("reading a stream's chunks", seen.read)
         # Each step is guarded on its own: whatever fails, the span still ends.
         usage, estimated, priced = guarded(
-            "counting a stream's tokens", _stream_usage, call, seen
+            "counting a stream's tokens", _stream_usage, call, seen, self.__wrapped__
         ) or (None, False, None)
         try:
             call.finish(
@@ -197,14 +198,16 @@ class TracedStream(wrapt.ObjectProxy):
             logger.exception("spendmeter: finishing a stream's span failed")
 
 
-def _stream_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool, Any]:
+def _stream_usage(
+    call: Call, seen: _Seen, stream: Any = None
+) -> tuple[TokenUsage | None, bool, Any]:
     """The stream's tokens, whether they were counted locally, and what pricing reads: the chunk
     that carried the usage, or the response assembled from the chunks."""
     if seen.usage is not None:
         usage = token_usage(seen.usage)
         if usage is not None:
             return usage, False, _usage_chunk(seen)
-    usage, assembled = _estimate_usage(call, seen)
+    usage, assembled = _estimate_usage(call, seen, stream)
     return usage, True, assembled
 
 
@@ -215,22 +218,36 @@ def _usage_chunk(seen: _Seen) -> Any:
     return None
 
 
-def _estimate_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, Any]:
+def _estimate_usage(call: Call, seen: _Seen, stream: Any = None) -> tuple[TokenUsage | None, Any]:
     """Count tokens locally, the provider sent no usage (or the stream stopped early): the
-    response assembled by LiteLLM's own ``stream_chunk_builder``, which counts what LiteLLM
-    bills (text, tool calls, function calls, reasoning) per choice. Nothing is counted when
-    the user turned LiteLLM's token counter off: such a stream is unpriced, never $0."""
+    response LiteLLM assembled when the stream ended, else one assembled by LiteLLM's own
+    ``stream_chunk_builder``; either counts what LiteLLM bills (text, tool calls, function
+    calls, reasoning) per choice. Nothing is counted when the user turned LiteLLM's token
+    counter off: such a stream is unpriced, never $0."""
     import litellm
 
     if litellm.disable_token_counter or not seen.chunks:
         return None, None
-    assembled = litellm.stream_chunk_builder(seen.chunks, messages=_prompt_messages(call.params))
+    assembled = _litellm.assembled_stream(stream)
+    if assembled is None:
+        messages = _prompt_messages(call.params)
+        assembled = litellm.stream_chunk_builder(seen.chunks, messages=messages)
+    usage = token_usage(field(assembled, "usage"))
+    if usage is None or not (usage.input_tokens or usage.output_tokens):
+        return None, None  # nothing was counted (LiteLLM 1.106 reports zeros): unpriced, not $0
+    return usage, _without_figure(assembled)
+
+
+def _without_figure(assembled: Any) -> Any:
+    """The assembled response without the cost put on it where it was assembled, which knew
+    nothing of the call (service tier, base_model): pricing asks LiteLLM's calculator, told
+    what the call was. A copy: LiteLLM's own object may still be read by its logging."""
     hidden = getattr(assembled, "_hidden_params", None)
-    if isinstance(hidden, dict):
-        # The builder prices what it built without the call's context (service tier,
-        # base_model): pricing asks LiteLLM's calculator again, told what the call was.
-        hidden.pop("response_cost", None)
-    return token_usage(field(assembled, "usage")), assembled
+    if not isinstance(hidden, dict) or "response_cost" not in hidden:
+        return assembled
+    copy = assembled.model_copy()
+    copy._hidden_params = {key: value for key, value in hidden.items() if key != "response_cost"}
+    return copy
 
 
 def _prompt_messages(params: Any) -> Any:
