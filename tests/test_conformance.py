@@ -155,8 +155,10 @@ def expected_cost(response: Any, model: Model, tier: str | None) -> float | None
     if model.per_second() and hidden.get("response_cost") is not None:
         return hidden["response_cost"]  # the duration it was billed for is LiteLLM's alone
     try:
+        # The provider LiteLLM routes the call to, which is not always the map entry's own.
+        _, provider, _, _ = litellm.get_llm_provider(model.key, custom_llm_provider=model.provider)
         return litellm.completion_cost(
-            completion_response=response, custom_llm_provider=model.provider, service_tier=tier
+            completion_response=response, custom_llm_provider=provider, service_tier=tier
         )
     except Exception:  # LiteLLM cannot price it: spendmeter must say unpriced
         return None
