@@ -233,9 +233,12 @@ def _context(model: str, provider: str | None, kwargs: Mapping[str, Any]) -> dic
     if isinstance(tier, str):
         # As a request parameter: LiteLLM lets the tier the response says it served win.
         context["optional_params"] = {"service_tier": tier}
-    region = kwargs.get("aws_region_name") or kwargs.get("vertex_location")
+    region = kwargs.get("aws_region_name")
     if isinstance(region, str):
         context["region_name"] = region
+    location = kwargs.get("vertex_location")
+    if isinstance(location, str):  # Vertex AI's regional-endpoint uplift
+        context["vertex_location"] = location
     return context
 
 
