@@ -16,9 +16,6 @@ tests (``pyproject.toml``'s floor and the newest):
   model's entry as LiteLLM reads it, provider defaults included (e.g. Fireworks' cache reads).
 - ``get_model_cost_mutation_generation`` (``litellm.utils``): counts in-place edits of LiteLLM's
   price map, so that an override's cached base entry is read again after ``register_model``.
-- ``Logging.model_call_details["complete_streaming_response"]``: the response LiteLLM assembled
-  from a stream without usage when it ended, counted the way LiteLLM bills it; reading it spares
-  building (and counting) the same response a second time.
 - ``_cost_map_entry_prices_anything`` (``litellm.cost_calculator``): LiteLLM answers 0.0 for a
   model whose map entry has no price field at all; this is LiteLLM's own test of whether an entry
   prices anything, which tells such a 0.0 (unpriced) from a model priced at zero (free).
@@ -152,14 +149,6 @@ def stream_logging_obj(stream: object) -> object:
     if found is None:
         found = getattr(getattr(stream, "completion_stream", None), "logging_obj", None)
     return found
-
-
-def assembled_stream(stream: object) -> object:
-    """The response LiteLLM assembled from a finished stream for its own logging and billing
-    (``complete_streaming_response``), or ``None`` when it made none (a stream cut short)."""
-    details = getattr(stream_logging_obj(stream), "model_call_details", None)
-    found = details.get("complete_streaming_response") if isinstance(details, Mapping) else None
-    return found if getattr(found, "usage", None) is not None else None
 
 
 def completion_cost_with_split(
