@@ -15,7 +15,6 @@ from typing import Any
 
 import wrapt
 
-from spendmeter import _litellm
 from spendmeter import semconv as sc
 from spendmeter._attributes import field
 from spendmeter._call import Call, guarded
@@ -172,7 +171,7 @@ class TracedStream(wrapt.ObjectProxy):
         guarded("reading a stream's chunks", seen.read)
         # Each step is guarded on its own: whatever fails, the span still ends.
         usage, estimated, priced = guarded(
-            "counting a stream's tokens", _stream_usage, call, seen, self.__wrapped__
+            "counting a stream's tokens", _stream_usage, call, seen
         ) or (None, False, None)
         try:
             call.finish(
@@ -198,16 +197,14 @@ class TracedStream(wrapt.ObjectProxy):
             logger.exception("spendmeter: finishing a stream's span failed")
 
 
-def _stream_usage(
-    call: Call, seen: _Seen, stream: Any = None
-) -> tuple[TokenUsage | None, bool, Any]:
+def _stream_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool, Any]:
     """The stream's tokens, whether they were counted locally, and what pricing reads: the chunk
     that carried the usage, or the response assembled from the chunks."""
     if seen.usage is not None:
         usage = token_usage(seen.usage)
         if usage is not None:
             return usage, False, _usage_chunk(seen)
-    usage, assembled = _estimate_usage(call, seen, stream)
+    usage, assembled = _estimate_usage(call, seen)
     return usage, True, assembled
 
 
@@ -218,20 +215,17 @@ def _usage_chunk(seen: _Seen) -> Any:
     return None
 
 
-def _estimate_usage(call: Call, seen: _Seen, stream: Any = None) -> tuple[TokenUsage | None, Any]:
+def _estimate_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, Any]:
     """Count tokens locally, the provider sent no usage (or the stream stopped early): the
-    response LiteLLM assembled when the stream ended, else one assembled by LiteLLM's own
-    ``stream_chunk_builder``; either counts what LiteLLM bills (text, tool calls, function
-    calls, reasoning) per choice. Nothing is counted when the user turned LiteLLM's token
-    counter off: such a stream is unpriced, never $0."""
+    response assembled by LiteLLM's own ``stream_chunk_builder``, which counts what LiteLLM
+    bills (text, tool calls, function calls, reasoning) per choice. (LiteLLM assembles one for
+    its own logging too, but only after the stream has ended, on its logging thread.) Nothing
+    is counted when the user turned LiteLLM's token counter off: unpriced, never $0."""
     import litellm
 
     if litellm.disable_token_counter or not seen.chunks:
         return None, None
-    assembled = _litellm.assembled_stream(stream)
-    if assembled is None:
-        messages = _prompt_messages(call.params)
-        assembled = litellm.stream_chunk_builder(seen.chunks, messages=messages)
+    assembled = litellm.stream_chunk_builder(seen.chunks, messages=_prompt_messages(call.params))
     usage = token_usage(field(assembled, "usage"))
     if usage is None or not (usage.input_tokens or usage.output_tokens):
         return None, None  # nothing was counted (LiteLLM 1.106 reports zeros): unpriced, not $0
