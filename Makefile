@@ -4,11 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-$(BIN)/activate: pyproject.toml
+# CI runs the suite against the oldest LiteLLM pyproject.toml allows too (`make test-oldest`).
+OLDEST := .venv-oldest
+
+$(BIN)/activate: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(BIN)/activate
+
+# The oldest LiteLLM, pinned with what it resolved to in constraints-oldest.txt.
+$(OLDEST)/bin/activate: pyproject.toml constraints-oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install --quiet --upgrade pip
+	$(OLDEST)/bin/pip install --quiet -c constraints-oldest.txt -e '.[test]'
+	touch $(OLDEST)/bin/activate
+
+# Pin the development environment to what .venv has now (after upgrading it on purpose).
+.PHONY: constraints
+constraints: $(BIN)/activate
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^spendmeter'; } > constraints.new
+	mv constraints.new constraints.txt
 
 # The ops tests run a real Prometheus; this installs it from Debian's packages once (skipped
 # when promtool and prometheus are already on PATH).
@@ -22,7 +38,7 @@ prometheus:
 redis:
 	bash scripts/install-redis.sh
 
-.PHONY: demo test lint
+.PHONY: demo test test-oldest conformance lint
 demo: $(BIN)/activate
 	OTEL_SERVICE_NAME=spendmeter-demo \
 	OTEL_TRACES_EXPORTER=console \
@@ -33,6 +49,14 @@ demo: $(BIN)/activate
 test: $(BIN)/activate prometheus redis
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The suite (not ruff) against the oldest LiteLLM supported.
+test-oldest: $(OLDEST)/bin/activate prometheus redis
+	$(OLDEST)/bin/python -m pytest -q
+
+# The pricing conformance sweep over LiteLLM's whole price map (the suite runs a sample).
+conformance: $(BIN)/activate
+	SPENDMETER_CONFORMANCE=full $(BIN)/python -m pytest -q tests/test_conformance.py
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -43,11 +43,10 @@ What is fair, and how this script keeps it so:
 - Streams are timed in three parts: the call that returns the stream (start), each chunk
   (``next()``), and the ``next()`` that ends the stream (end: this is where every
   contender finishes its span).
-- Pricing is compared on the same response, with LiteLLM's precomputed
-  ``_hidden_params["response_cost"]`` removed: spendmeter resolves the price and computes
-  the cost from the call's token counts (and, in a second figure, also reads those counts
-  out of the response); ``litellm.completion_cost`` does all of it its own way. Both run
-  hot, in a tight loop, and must agree.
+- Pricing is compared on the same response: spendmeter reads LiteLLM's precomputed
+  ``_hidden_params["response_cost"]`` (the per-call path) and, in a second figure, prices the
+  response with that figure removed by asking LiteLLM's calculator;
+  ``litellm.completion_cost`` prices it from scratch. All run hot and must agree.
 """
 
 from __future__ import annotations
@@ -89,10 +88,9 @@ from wrapt import wrap_function_wrapper
 
 from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
 from spendmeter import semconv as sc
-from spendmeter._usage import token_usage
 from spendmeter.budget import HISTORY_SIZE
 from spendmeter.metrics import create_instruments
-from spendmeter.pricing import PriceResolver, compute_cost
+from spendmeter.pricing import Pricer
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "What does this call cost?"}]
@@ -439,40 +437,39 @@ def run_contender(
 
 
 def measure_pricing(repeat: int) -> dict[str, Any]:
-    """spendmeter's price resolution and cost arithmetic against ``litellm.completion_cost``.
+    """spendmeter's pricing of a finished call against ``litellm.completion_cost``.
 
-    Both run hot, on a response whose precomputed cost was removed. ``spendmeter_us`` is what
-    the target is about, resolve + compute_cost on the call's token counts;
-    ``spendmeter_with_usage_us`` also reads those counts out of the response, as
-    ``completion_cost`` must.
+    ``spendmeter_us``: the per-call path, a response that carries LiteLLM's own figure (read,
+    never recomputed); ``spendmeter_with_usage_us``: a response whose figure was removed, which
+    spendmeter hands to LiteLLM's calculator with the call's context. Both must equal
+    ``completion_cost``.
     """
     response = litellm.completion(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
-    response._hidden_params.pop("response_cost", None)
     provider = response._hidden_params.get("custom_llm_provider")
-    resolver = PriceResolver()
-    usage = token_usage(response.usage)
-    if usage is None or resolver.resolve(MODEL, provider) is None:
-        raise RuntimeError(f"{MODEL} has no usage or no price: nothing to compare")
+    pricer = Pricer()
+    bare = response.model_copy()
+    bare._hidden_params = {k: v for k, v in response._hidden_params.items() if k != "response_cost"}
 
     def ours() -> float:
-        price = resolver.resolve(MODEL, provider)
-        return compute_cost(price, usage).total if price else math.nan
+        total = pricer.price("completion", MODEL, provider, {}, response, 0.0).total
+        return math.nan if total is None else total
 
     def ours_with_usage() -> float:
-        price = resolver.resolve(MODEL, provider)
-        counted = token_usage(response.usage)
-        return compute_cost(price, counted).total if price and counted else math.nan
+        total = pricer.price("completion", MODEL, provider, {}, bare, 0.0).total
+        return math.nan if total is None else total
 
     def litellms() -> float:
-        return litellm.completion_cost(completion_response=response)
+        return litellm.completion_cost(completion_response=bare)
 
     ours_us = _best_median_us(ours, repeat)
-    with_usage_us = _best_median_us(ours_with_usage, repeat)
-    litellm_us = _best_median_us(litellms, repeat)
+    with_usage_us = _best_median_us(ours_with_usage, max(repeat // 20, 50))
+    litellm_us = _best_median_us(litellms, max(repeat // 20, 50))
+    pricer.close()
     return {
         "spendmeter_usd": ours(),
         "litellm_usd": litellms(),
-        "equal": math.isclose(ours(), litellms(), rel_tol=1e-12),
+        "equal": math.isclose(ours(), litellms(), rel_tol=1e-12)
+        and math.isclose(ours_with_usage(), litellms(), rel_tol=1e-12),
         "spendmeter_us": round(ours_us, 3),
         "spendmeter_with_usage_us": round(with_usage_us, 3),
         "litellm_completion_cost_us": round(litellm_us, 3),
@@ -648,10 +645,10 @@ def print_report(results: dict[str, Any]) -> None:
             )
     pricing = results["pricing"]
     print(
-        f"\npricing a response without a precomputed cost: litellm.completion_cost "
-        f"{pricing['litellm_completion_cost_us']:.1f} us; spendmeter resolve + compute_cost "
+        f"\npricing a finished call: litellm.completion_cost "
+        f"{pricing['litellm_completion_cost_us']:.1f} us; spendmeter reading LiteLLM's figure "
         f"{pricing['spendmeter_us']:.2f} us ({pricing['speedup']:.0f}x faster), "
-        f"{pricing['spendmeter_with_usage_us']:.2f} us with reading the usage "
+        f"{pricing['spendmeter_with_usage_us']:.2f} us asking LiteLLM when there is none "
         f"({pricing['speedup_with_usage']:.0f}x); equal: {pricing['equal']}"
     )
     if "memory" in results:

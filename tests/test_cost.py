@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,166 @@ def test_the_model_that_answered_is_priced_first_as_litellm_does(telemetry: Tele
     )
     parts = attributes[sc.SPENDMETER_COST_INPUT] + attributes[sc.SPENDMETER_COST_OUTPUT]
     assert parts == pytest.approx(attributes[sc.GEN_AI_USAGE_COST], rel=1e-12)
+
+
+# --- streams without usage: counted as LiteLLM's stream_chunk_builder counts them ---------------
+
+
+# LiteLLM before 1.110 streams a mocked ModelResponse with a usage of zeros, which its own
+# stream_chunk_builder then reports: nothing to count there (a real stream is counted).
+needs_counted_mock_streams = pytest.mark.skipif(
+    tuple(int(p) for p in version("litellm").split(".")[:2]) < (1, 110),
+    reason="this LiteLLM's mock streams carry a usage of zeros",
+)
+
+
+def stream_answer(message: dict[str, Any], finish_reason: str = "stop") -> ModelResponse:
+    return ModelResponse(
+        model="gpt-4.1",
+        choices=[{"index": 0, "finish_reason": finish_reason, "message": message}],
+    )
+
+
+def assert_estimated_like_litellm(attributes: Any, chunks: list[Any], tier: str | None) -> Any:
+    rebuilt = litellm.stream_chunk_builder(chunks, messages=MESSAGES)
+    assert attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
+    assert attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == rebuilt.usage.prompt_tokens
+    assert attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == rebuilt.usage.completion_tokens
+    expected = litellm.completion_cost(completion_response=rebuilt, service_tier=tier)
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+    parts = sum(
+        attributes[key]
+        for key in (
+            sc.SPENDMETER_COST_INPUT,
+            sc.SPENDMETER_COST_OUTPUT,
+            sc.SPENDMETER_COST_CACHE_READ,
+            sc.SPENDMETER_COST_CACHE_WRITE,
+            sc.SPENDMETER_COST_OTHER,
+        )
+    )
+    assert parts == pytest.approx(expected, rel=1e-12)
+    return rebuilt
+
+
+@needs_counted_mock_streams
+def test_a_stream_of_tool_calls_counts_their_names_and_arguments(telemetry: Telemetry) -> None:
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call-1",
+                "type": "function",
+                "function": {"name": "get_price", "arguments": '{"model": "gpt-4.1", "n": 12}'},
+            }
+        ],
+    }
+    chunks = list(
+        litellm.completion(
+            model="gpt-4.1",
+            messages=MESSAGES,
+            mock_response=stream_answer(message, "tool_calls"),
+            stream=True,
+        )
+    )
+
+    rebuilt = assert_estimated_like_litellm(telemetry.span().attributes, chunks, None)
+    assert rebuilt.usage.completion_tokens > 0
+
+
+@needs_counted_mock_streams
+def test_a_stream_of_reasoning_counts_it(telemetry: Telemetry) -> None:
+    message = {
+        "role": "assistant",
+        "content": "Twelve dollars.",
+        "reasoning_content": "The price per token times the tokens, then rounded to the cent.",
+    }
+    chunks = list(
+        litellm.completion(
+            model="gpt-4.1", messages=MESSAGES, mock_response=stream_answer(message), stream=True
+        )
+    )
+
+    attributes = telemetry.span().attributes
+    rebuilt = assert_estimated_like_litellm(attributes, chunks, None)
+    reasoning = rebuilt.usage.completion_tokens_details.reasoning_tokens
+    assert reasoning > 0
+    assert attributes[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == reasoning
+
+
+def test_a_stream_of_several_choices_counts_each(telemetry: Telemetry) -> None:
+    chunks = list(
+        litellm.completion(
+            model="gpt-4.1",
+            messages=MESSAGES,
+            mock_response="Each choice is billed for its own tokens.",
+            n=3,
+            stream=True,
+            service_tier="priority",
+        )
+    )
+
+    assert_estimated_like_litellm(telemetry.span().attributes, chunks, "priority")
+
+
+def test_a_stream_without_usage_and_no_token_counter_is_unpriced(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(litellm, "disable_token_counter", True)
+    list(litellm.completion(model="gpt-4.1", messages=MESSAGES, mock_response="hi", stream=True))
+
+    attributes = telemetry.span().attributes
+    assert attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+    assert sc.GEN_AI_USAGE_COST not in attributes
+    assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 1
+
+
+@needs_counted_mock_streams
+def test_a_base_model_deployment_streamed_without_usage_is_priced(telemetry: Telemetry) -> None:
+    chunks = list(
+        litellm.completion(
+            model="azure/my-gpt-4o-deployment",
+            messages=MESSAGES,
+            mock_response="Priced as the base model.",
+            stream=True,
+            model_info={"id": "deployment-1", "base_model": "azure/gpt-4o"},
+            api_key="not-used",
+            api_base="https://example.openai.azure.com",
+            api_version="2024-06-01",
+        )
+    )
+
+    attributes = telemetry.span().attributes
+    rebuilt = litellm.stream_chunk_builder(chunks, messages=MESSAGES)
+    expected = litellm.completion_cost(completion_response=rebuilt, base_model="azure/gpt-4o")
+    assert expected > 0
+    assert attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+    assert attributes[sc.SPENDMETER_PRICING_MODEL] == "azure/gpt-4o"
+
+
+def test_an_embedding_has_no_output_tokens(telemetry: Telemetry) -> None:
+    response = litellm.embedding(
+        model="text-embedding-3-small", input=["what does this cost"], mock_response=[0.1, 0.2]
+    )
+
+    attributes = telemetry.span().attributes
+    assert sc.GEN_AI_USAGE_OUTPUT_TOKENS not in attributes
+    assert attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == response.usage.prompt_tokens
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(
+        litellm.completion_cost(completion_response=response, call_type="embedding"), rel=1e-12
+    )
+    kinds = {p.attributes[sc.GEN_AI_TOKEN_TYPE] for p in telemetry.points(sc.METRIC_TOKEN_USAGE)}
+    assert kinds == {sc.TOKEN_TYPE_INPUT}
+
+
+def test_a_fault_in_capturing_litellms_split_never_breaks_its_pricing(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("spendmeter._litellm._MAX_PENDING", "not a number")
+    response = litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="hi")
+
+    assert response._hidden_params["response_cost"] > 0
+    attributes = telemetry.span().attributes
+    assert attributes[sc.GEN_AI_USAGE_COST] == response._hidden_params["response_cost"]
+    assert attributes[sc.SPENDMETER_COST_OTHER] == attributes[sc.GEN_AI_USAGE_COST]

@@ -383,9 +383,8 @@ PLAIN_CALL_FAULTS = [
     ("spendmeter._attributes.request_attributes", "reading the request", True, True),
     ("spendmeter._attributes.response_attributes", "reading the response", True, True),
     ("spendmeter._call.token_usage", "reading usage", True, True),
-    ("spendmeter._call.litellm_response_cost", "reading LiteLLM's cost", True, True),
-    ("spendmeter.pricing.PriceResolver.resolve", "pricing", True, True),
-    ("spendmeter._call.compute_cost", "pricing", True, True),
+    ("spendmeter.pricing.Pricer.price", "pricing", True, True),
+    ("spendmeter._litellm.provider_reported_cost", "pricing", True, True),
     ("spendmeter._call.add_pricing_attributes", "annotating the span", True, True),
     ("spendmeter.budget.BudgetSpanProcessor.after_call", "a budget failed", False, True),
     (
@@ -680,7 +679,7 @@ def test_per_model_caches_stay_bounded_over_many_distinct_models(
     instrument: Any, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("spendmeter._call.MAX_CACHED_MODELS", 8)
-    monkeypatch.setattr("spendmeter.pricing._MAX_CACHED_MODELS", 8)
+    monkeypatch.setattr("spendmeter._overrides._MAX_CACHED_MODELS", 8)
     telemetry = instrument()
 
     for index in range(40):
@@ -690,7 +689,7 @@ def test_per_model_caches_stay_bounded_over_many_distinct_models(
     assert caches is not None
     assert len(caches._models) <= 8
     assert len(caches._warned_unpriced) <= 8
-    assert len(caches.resolver._resolved) <= 8 + 1
+    assert len(caches.pricer.overrides._resolved) <= 8 + 1
     # Bounded caches lose nothing: every call is still traced and counted.
     assert len(telemetry.spans()) == 40
     assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 40

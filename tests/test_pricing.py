@@ -1,53 +1,59 @@
-"""Pricing: the cost of a call equals litellm.completion_cost for the same response, user
-overrides win, LiteLLM's map is read as it stands at call time, and a model nobody priced is
-unpriced, never free."""
+"""Pricing, through the instrumented LiteLLM: the rules of DESIGN.md section 4, first match wins.
+
+The cost on a span is LiteLLM's own figure for the call (service tiers, base_model, per-call
+prices included); a cost the provider reported wins over it; the user's overrides win over both;
+a model nobody priced is unpriced, never free. The parts always add up to the total.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import litellm
 import pytest
-from litellm import EmbeddingResponse, ModelResponse, Usage
+from litellm import ModelResponse, Usage
 
-from spendmeter._usage import TokenUsage, token_usage
-from spendmeter.pricing import (
-    Cost,
-    Price,
-    PriceResolver,
-    PricingConfigError,
-    compute_cost,
-    load_overrides,
-)
-from tests.conftest import MESSAGES
+from spendmeter import semconv as sc
+from spendmeter._overrides import PriceResolver, compute_cost
+from spendmeter._usage import TokenUsage
+from spendmeter.pricing import PricingConfigError, load_overrides
+from tests.conftest import MESSAGES, Telemetry
 
 Register = Callable[..., None]
+PARTS = (
+    sc.SPENDMETER_COST_INPUT,
+    sc.SPENDMETER_COST_OUTPUT,
+    sc.SPENDMETER_COST_CACHE_READ,
+    sc.SPENDMETER_COST_CACHE_WRITE,
+    sc.SPENDMETER_COST_OTHER,
+)
 
 
-def response(model: str, usage: Usage) -> ModelResponse:
+def answer(model: str, usage: Usage | None = None, **fields: Any) -> ModelResponse:
     return ModelResponse(
         model=model,
-        usage=usage,
-        choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant"}}],
+        choices=[
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+        ],
+        usage=usage or Usage(prompt_tokens=1000, completion_tokens=200, total_tokens=1200),
+        **fields,
     )
 
 
-def anthropic_usage(raw: dict[str, Any]) -> Usage:
-    """What LiteLLM makes of an Anthropic response's usage block."""
-    return litellm.AnthropicConfig().calculate_usage(usage_object=raw, reasoning_content=None)
+def call(model: str, usage: Usage | None = None, **kwargs: Any) -> Any:
+    mock = kwargs.pop("mock_response", None) or answer(model.split("/")[-1], usage)
+    return litellm.completion(model=model, messages=MESSAGES, mock_response=mock, **kwargs)
 
 
-def cost_of(price: Price | None, usage: Usage, duration_s: float | None = None) -> Cost:
-    assert price is not None
-    tokens = token_usage(usage)
-    assert tokens is not None
-    cost = compute_cost(price, tokens, duration_s=duration_s)
-    parts = cost.input + cost.output + cost.cache_read + cost.cache_write
-    assert parts == pytest.approx(cost.total, rel=1e-12)
-    return cost
+def assert_parts_add_up(attributes: Any) -> None:
+    parts = [attributes[key] for key in PARTS]
+    assert min(parts) >= 0
+    assert sum(parts) == pytest.approx(attributes[sc.GEN_AI_USAGE_COST], rel=1e-12)
 
 
 @pytest.fixture
@@ -65,12 +71,20 @@ def register() -> Iterator[Register]:
         litellm.open_ai_chat_completion_models.discard(model)
 
 
-# --- equal to litellm.completion_cost ------------------------------------------------------
+@pytest.fixture
+def price_map_restored() -> Iterator[None]:
+    """LiteLLM writes per-call custom prices into its global map: put the map back after."""
+    saved = copy.deepcopy(litellm.model_cost)
+    yield
+    litellm.model_cost.clear()
+    litellm.model_cost.update(saved)
+
+
+# --- rule 3: LiteLLM's own figure -----------------------------------------------------------
 
 PARITY_CASES = {
     "openai chat with cached tokens": (
         "gpt-4o-mini",
-        "openai",
         Usage(
             prompt_tokens=3000,
             completion_tokens=250,
@@ -78,38 +92,18 @@ PARITY_CASES = {
             prompt_tokens_details={"cached_tokens": 2048},
         ),
     ),
-    "anthropic cache read and 5-minute write": (
-        "claude-haiku-4-5",
-        "anthropic",
-        anthropic_usage(
-            {
-                "input_tokens": 40,
-                "output_tokens": 300,
-                "cache_read_input_tokens": 4000,
-                "cache_creation_input_tokens": 1500,
-                "cache_creation": {"ephemeral_5m_input_tokens": 1500},
-            }
-        ),
-    ),
-    "anthropic one-hour cache write": (
-        "claude-sonnet-4-5",
-        "anthropic",
-        anthropic_usage(
-            {
-                "input_tokens": 12,
-                "output_tokens": 80,
-                "cache_read_input_tokens": 900,
-                "cache_creation_input_tokens": 2500,
-                "cache_creation": {
-                    "ephemeral_5m_input_tokens": 500,
-                    "ephemeral_1h_input_tokens": 2000,
-                },
-            }
+    "anthropic cache read and write": (
+        "anthropic/claude-haiku-4-5",
+        Usage(
+            prompt_tokens=5540,
+            completion_tokens=300,
+            total_tokens=5840,
+            cache_read_input_tokens=4000,
+            cache_creation_input_tokens=1500,
         ),
     ),
     "reasoning model": (
         "o3-mini",
-        "openai",
         Usage(
             prompt_tokens=700,
             completion_tokens=1800,
@@ -118,19 +112,8 @@ PARITY_CASES = {
             completion_tokens_details={"reasoning_tokens": 1500},
         ),
     ),
-    "reasoning tokens with their own rate": (
-        "dashscope/qwen-turbo",
-        "dashscope",
-        Usage(
-            prompt_tokens=800,
-            completion_tokens=900,
-            total_tokens=1700,
-            completion_tokens_details={"reasoning_tokens": 600},
-        ),
-    ),
     "long-context rates above 200k tokens": (
         "gemini/gemini-2.5-pro",
-        "gemini",
         Usage(
             prompt_tokens=250_000,
             completion_tokens=4000,
@@ -140,7 +123,6 @@ PARITY_CASES = {
     ),
     "audio tokens": (
         "gpt-4o-audio-preview-2024-12-17",
-        "openai",
         Usage(
             prompt_tokens=600,
             completion_tokens=900,
@@ -149,19 +131,8 @@ PARITY_CASES = {
             completion_tokens_details={"audio_tokens": 700},
         ),
     ),
-    "image output tokens": (
-        "gemini/gemini-2.5-flash-image",
-        "gemini",
-        Usage(
-            prompt_tokens=300,
-            completion_tokens=1400,
-            total_tokens=1700,
-            completion_tokens_details={"image_tokens": 1290},
-        ),
-    ),
     "fireworks default cache-read rate": (
         "fireworks_ai/accounts/fireworks/models/llama-v3p1-8b-instruct",
-        "fireworks_ai",
         Usage(
             prompt_tokens=5000,
             completion_tokens=100,
@@ -172,302 +143,267 @@ PARITY_CASES = {
 }
 
 
-@pytest.mark.parametrize(("model", "provider", "usage"), PARITY_CASES.values(), ids=PARITY_CASES)
-def test_cost_equals_litellm_completion_cost(model: str, provider: str, usage: Usage) -> None:
-    expected = litellm.completion_cost(
-        completion_response=response(model, usage), custom_llm_provider=provider
+@pytest.mark.parametrize(("model", "usage"), PARITY_CASES.values(), ids=PARITY_CASES)
+def test_cost_is_litellms_figure_and_parts_add_up(
+    telemetry: Telemetry, model: str, usage: Usage
+) -> None:
+    response = call(model, usage)
+
+    attributes = telemetry.span().attributes
+    expected = litellm.completion_cost(completion_response=response, model=model)
+    assert expected > 0
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+    assert attributes[sc.SPENDMETER_PRICING_SOURCE] == sc.SOURCE_LITELLM
+    assert_parts_add_up(attributes)
+
+
+def test_cache_parts_are_litellms_own_split(telemetry: Telemetry) -> None:
+    call("anthropic/claude-haiku-4-5", PARITY_CASES["anthropic cache read and write"][1])
+
+    attributes = telemetry.span().attributes
+    entry = litellm.model_cost["claude-haiku-4-5"]
+    assert attributes[sc.SPENDMETER_COST_CACHE_READ] == pytest.approx(
+        4000 * entry["cache_read_input_token_cost"], rel=1e-12
+    )
+    assert attributes[sc.SPENDMETER_COST_CACHE_WRITE] == pytest.approx(
+        1500 * entry["cache_creation_input_token_cost"], rel=1e-12
+    )
+    assert attributes[sc.SPENDMETER_COST_INPUT] == pytest.approx(
+        40 * entry["input_cost_per_token"], rel=1e-12
     )
 
-    price = PriceResolver().resolve(model, provider)
 
-    assert price is not None
-    assert price.source == "litellm"
-    assert expected > 0
-    assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
+@pytest.mark.parametrize("tier", ["priority", "flex"])
+def test_a_service_tier_is_priced_and_recorded(telemetry: Telemetry, tier: str) -> None:
+    response = call("gpt-5", service_tier=tier)
+
+    attributes = telemetry.span().attributes
+    expected = litellm.completion_cost(completion_response=response, service_tier=tier)
+    standard = litellm.completion_cost(completion_response=response)
+    assert expected != standard
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+    assert attributes[sc.OPENAI_REQUEST_SERVICE_TIER] == tier
+    assert "gen_ai.request.service_tier" not in attributes
+    assert_parts_add_up(attributes)  # the parts of a priority call: all of it, not 57%
 
 
-def test_every_token_kind_at_its_own_rate_equals_litellm(register: Register) -> None:
-    model = "spendmeter-test-multimodal"
+def test_the_tier_the_response_says_is_recorded(telemetry: Telemetry) -> None:
+    call("gpt-4.1", mock_response=answer("gpt-4.1", service_tier="flex"), service_tier="auto")
+
+    attributes = telemetry.span().attributes
+    assert attributes[sc.OPENAI_REQUEST_SERVICE_TIER] == "auto"
+    assert attributes[sc.OPENAI_RESPONSE_SERVICE_TIER] == "flex"
+
+
+def test_per_call_custom_pricing_is_litellms(
+    telemetry: Telemetry, price_map_restored: None
+) -> None:
+    response = call(
+        "spendmeter-per-call-model",  # LiteLLM keeps per-call prices: a name of our own
+        custom_llm_provider="openai",
+        input_cost_per_token=2e-6,
+        output_cost_per_token=4e-6,
+    )
+    usage = response.usage
+    expected = usage.prompt_tokens * 2e-6 + usage.completion_tokens * 4e-6
+    assert telemetry.span().attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_price_registered_after_a_first_call_is_used(
+    telemetry: Telemetry, register: Register
+) -> None:
+    model = "spendmeter-test-later"
+    call(model, custom_llm_provider="openai")
     register(
         model,
         litellm_provider="openai",
         mode="chat",
-        input_cost_per_token=1e-6,
-        output_cost_per_token=4e-6,
-        cache_read_input_token_cost=1e-7,
-        cache_creation_input_token_cost=1.5e-6,
-        input_cost_per_audio_token=7e-6,
-        input_cost_per_image_token=3e-6,
-        output_cost_per_audio_token=9e-6,
-        output_cost_per_image_token=2e-5,
-        output_cost_per_reasoning_token=6e-6,
+        input_cost_per_token=3e-6,
+        output_cost_per_token=9e-6,
     )
-    usage = Usage(
-        prompt_tokens=5000,
-        completion_tokens=3000,
-        total_tokens=8000,
-        prompt_tokens_details={
-            "cached_tokens": 1000,
-            "cache_creation_tokens": 500,
-            "audio_tokens": 700,
-            "image_tokens": 900,
-        },
-        completion_tokens_details={
-            "reasoning_tokens": 1200,
-            "audio_tokens": 400,
-            "image_tokens": 300,
-        },
-    )
+    response = call(model, custom_llm_provider="openai")
 
-    price = PriceResolver().resolve(model, "openai")
-
-    expected = litellm.completion_cost(
-        completion_response=response(model, usage), custom_llm_provider="openai"
-    )
-    assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
-
-
-def test_cached_tokens_cost_less_than_fresh_ones() -> None:
-    price = PriceResolver().resolve("gpt-4o-mini", "openai")
-    fresh = Usage(prompt_tokens=3000, completion_tokens=250, total_tokens=3250)
-    cached = PARITY_CASES["openai chat with cached tokens"][2]
-
-    assert cost_of(price, cached).cache_read > 0
-    assert cost_of(price, cached).total < cost_of(price, fresh).total
-
-
-def test_anthropic_parts_split_reads_and_writes() -> None:
-    price = PriceResolver().resolve("claude-haiku-4-5", "anthropic")
-    usage = PARITY_CASES["anthropic cache read and 5-minute write"][2]
-
-    cost = cost_of(price, usage)
-
-    assert price is not None
-    assert cost.input == pytest.approx(40 * price.rates.input)
-    assert cost.cache_read == pytest.approx(4000 * price.rates.cache_read)
-    assert cost.cache_write == pytest.approx(1500 * price.rates.cache_write)
-    assert cost.output == pytest.approx(300 * price.rates.output)
-
-
-def test_inconsistent_counts_are_clamped_never_billed_twice_or_below_zero() -> None:
-    price = PriceResolver().resolve("claude-sonnet-4-5", "anthropic")
-    assert price is not None
-    rates = price.rates
-
-    more_writes_in_1h_than_at_all = compute_cost(
-        price, TokenUsage(input_tokens=100, cache_write_tokens=100, cache_write_1h_tokens=300)
-    )
-    more_cached_than_prompt = compute_cost(
-        price, TokenUsage(input_tokens=10, cache_read_tokens=50, input_audio_tokens=40)
-    )
-    more_reasoning_than_output = compute_cost(
-        price, TokenUsage(output_tokens=10, reasoning_tokens=25)
-    )
-
-    assert more_writes_in_1h_than_at_all.cache_write == pytest.approx(100 * rates.cache_write_1h)
-    assert more_writes_in_1h_than_at_all.input == 0
-    assert more_cached_than_prompt.input == 0
-    assert more_cached_than_prompt.cache_read == pytest.approx(50 * rates.cache_read)
-    assert more_reasoning_than_output.output == pytest.approx(25 * rates.reasoning)
-
-
-def test_a_mocked_openai_call_costs_what_litellm_says() -> None:
-    usage = Usage(
-        prompt_tokens=1200,
-        completion_tokens=300,
-        total_tokens=1500,
-        prompt_tokens_details={"cached_tokens": 1024},
-    )
-    answer = litellm.completion(
-        model="gpt-4o-mini", messages=MESSAGES, mock_response=response("gpt-4o-mini", usage)
-    )
-
-    price = PriceResolver().resolve(answer.model, "openai")
-
-    assert cost_of(price, answer.usage).total == pytest.approx(
-        litellm.completion_cost(completion_response=answer), rel=1e-12
+    before, after = telemetry.spans()
+    assert before.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+    assert after.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(
+        litellm.completion_cost(completion_response=response), rel=1e-12
     )
 
 
-def test_a_provider_prefixed_model_finds_the_same_price() -> None:
-    resolver = PriceResolver()
-
-    assert resolver.resolve("anthropic/claude-haiku-4-5", "anthropic") == resolver.resolve(
-        "claude-haiku-4-5", "anthropic"
-    )
-    assert resolver.resolve("GPT-4O-MINI", "openai") == resolver.resolve("gpt-4o-mini", None)
+# --- rule 4: unpriced, never $0 ------------------------------------------------------------
 
 
-def test_embedding_cost_equals_litellm() -> None:
-    embedding = EmbeddingResponse(
-        model="text-embedding-3-small", usage=Usage(prompt_tokens=12_345, total_tokens=12_345)
-    )
+def test_an_entry_without_a_price_field_is_unpriced_not_free(
+    telemetry: Telemetry, register: Register, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = "spendmeter-test-no-prices"
+    register(model, litellm_provider="openai", mode="chat", max_tokens=1000)
 
-    price = PriceResolver().resolve("text-embedding-3-small", "openai")
+    with caplog.at_level(logging.WARNING, logger="spendmeter"):
+        for _ in range(2):
+            response = call(model, custom_llm_provider="openai")
 
-    expected = litellm.completion_cost(completion_response=embedding, custom_llm_provider="openai")
-    assert expected > 0
-    assert cost_of(price, embedding.usage).total == pytest.approx(expected, rel=1e-12)
+    assert response._hidden_params["response_cost"] == 0.0  # what LiteLLM says
+    for span in telemetry.spans():
+        assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+        assert sc.GEN_AI_USAGE_COST not in span.attributes
+        assert sc.SPENDMETER_COST_OTHER not in span.attributes
+    assert len([r for r in caplog.records if model in r.getMessage()]) == 1
+    assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 2
+    assert telemetry.points(sc.METRIC_COST) == []
 
 
-def test_per_second_price_equals_litellm_for_the_same_duration(register: Register) -> None:
+def test_a_model_priced_at_zero_by_its_entry_is_free(
+    telemetry: Telemetry, register: Register
+) -> None:
+    model = "spendmeter-test-free"
     register(
-        "sagemaker/spendmeter-test-endpoint",
-        input_cost_per_second=0.000_75,
-        litellm_provider="sagemaker",
+        model,
+        litellm_provider="openai",
         mode="chat",
+        input_cost_per_token=0.0,
+        output_cost_per_token=0.0,
     )
-    usage = Usage(prompt_tokens=50, completion_tokens=20, total_tokens=70)
-    answer = response("spendmeter-test-endpoint", usage)
-    answer._response_ms = 2_345.0  # how LiteLLM stamps a call's duration on its response
+    call(model, custom_llm_provider="openai")
 
-    price = PriceResolver().resolve("sagemaker/spendmeter-test-endpoint", "sagemaker")
-
-    assert price is not None
-    assert price.per_second == 0.000_75
-    expected = litellm.completion_cost(completion_response=answer, custom_llm_provider="sagemaker")
-    assert cost_of(price, usage, duration_s=2.345).total == pytest.approx(expected, rel=1e-12)
-    assert expected == pytest.approx(0.000_75 * 2.345)
+    attributes = telemetry.span().attributes
+    assert attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_PRICED
+    assert attributes[sc.GEN_AI_USAGE_COST] == 0.0
 
 
-def test_a_per_second_price_needs_the_duration(register: Register) -> None:
-    register(
-        "sagemaker/spendmeter-test-endpoint",
-        input_cost_per_second=0.000_75,
-        litellm_provider="sagemaker",
-        mode="chat",
+# --- rule 2: the provider's figure ---------------------------------------------------------
+
+
+def test_a_cost_the_provider_reported_is_the_cost(telemetry: Telemetry) -> None:
+    usage = Usage(prompt_tokens=1000, completion_tokens=200, total_tokens=1200, cost=0.0123)
+    call("openrouter/openai/gpt-4o", mock_response=answer("openai/gpt-4o", usage))
+
+    attributes = telemetry.span().attributes
+    assert attributes[sc.SPENDMETER_PRICING_SOURCE] == sc.SOURCE_PROVIDER
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(0.0123, rel=1e-12)
+    assert_parts_add_up(attributes)
+
+
+def test_a_proxys_cost_header_is_the_providers_figure(telemetry: Telemetry) -> None:
+    response = answer("gpt-4o-mini")
+    response._hidden_params["additional_headers"] = {
+        "llm_provider-x-litellm-response-cost": "0.0042"
+    }
+    call("gpt-4o-mini", mock_response=response)
+
+    attributes = telemetry.span().attributes
+    assert attributes[sc.SPENDMETER_PRICING_SOURCE] == sc.SOURCE_PROVIDER
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(0.0042, rel=1e-12)
+    assert_parts_add_up(attributes)
+
+
+# --- rule 1: overrides ---------------------------------------------------------------------
+
+
+def test_an_override_wins_over_litellm_and_the_provider(instrument: Any) -> None:
+    telemetry = instrument(
+        pricing={"gpt-4o-mini": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}
     )
-    price = PriceResolver().resolve("sagemaker/spendmeter-test-endpoint", "sagemaker")
-    assert price is not None
+    usage = Usage(prompt_tokens=1000, completion_tokens=200, total_tokens=1200, cost=0.5)
+    call("gpt-4o-mini", mock_response=answer("gpt-4o-mini", usage))
 
-    with pytest.raises(ValueError, match="per second"):
-        compute_cost(price, TokenUsage(input_tokens=5))
+    attributes = telemetry.span().attributes
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(1000 * 1e-6 + 200 * 2e-6, rel=1e-12)
+    assert attributes[sc.SPENDMETER_PRICING_SOURCE] == sc.SOURCE_OVERRIDE
+    assert attributes[sc.SPENDMETER_PRICING_MODEL] == "gpt-4o-mini"
+    assert_parts_add_up(attributes)
 
 
-# --- overrides ------------------------------------------------------------------------------
+def test_a_base_model_override_is_priced_by_litellm_as_that_model(instrument: Any) -> None:
+    telemetry = instrument(pricing={"my-deployment": {"base_model": "gpt-4.1"}})
+    response = call("my-deployment", custom_llm_provider="openai", service_tier="priority")
 
-
-def test_base_model_override_prices_a_deployment_as_litellm_does() -> None:
-    resolver = PriceResolver({"my-azure-deploy": {"base_model": "azure/gpt-4o"}})
-    usage = Usage(
-        prompt_tokens=5000,
-        completion_tokens=700,
-        total_tokens=5700,
-        prompt_tokens_details={"cached_tokens": 3072},
-    )
-
-    price = resolver.resolve("azure/my-azure-deploy", "azure")
-
-    assert price is not None
-    assert (price.source, price.model) == ("override", "my-azure-deploy")
+    attributes = telemetry.span().attributes
     expected = litellm.completion_cost(
-        completion_response=response("my-azure-deploy", usage),
-        custom_llm_provider="azure",
-        base_model="azure/gpt-4o",
+        completion_response=response, model="gpt-4.1", service_tier="priority"
     )
-    assert expected > 0
-    assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
-    assert resolver.resolve("my-azure-deploy", "azure") == price
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
+    assert attributes[sc.SPENDMETER_PRICING_SOURCE] == sc.SOURCE_OVERRIDE
+    assert_parts_add_up(attributes)
 
 
 def test_rates_given_next_to_base_model_replace_the_base_ones() -> None:
-    base = PriceResolver().resolve("azure/gpt-4o", "azure")
     resolver = PriceResolver(
-        {"my-azure-deploy": {"base_model": "azure/gpt-4o", "input_cost_per_token": 4e-6}}
+        {"my-azure-deploy": {"base_model": "azure/gpt-4o", "output_cost_per_token": 1e-4}}
     )
-
     price = resolver.resolve("my-azure-deploy", "azure")
 
-    assert base is not None and price is not None
-    assert price.rates.input == 4e-6
-    assert price.rates.output == base.rates.output
-    assert price.rates.cache_read == base.rates.cache_read
-
-
-def test_an_override_wins_over_litellm() -> None:
-    rates = {"input_cost_per_token": 1e-5, "output_cost_per_token": 3e-5}
-    resolver = PriceResolver({"gpt-4o-mini": rates})
-    usage = PARITY_CASES["openai chat with cached tokens"][2]
-
-    price = resolver.resolve("openai/gpt-4o-mini", "openai")
-
     assert price is not None
-    assert (price.source, price.model) == ("override", "gpt-4o-mini")
-    expected = litellm.completion_cost(
-        completion_response=response("gpt-4o-mini", usage),
-        custom_llm_provider="openai",
-        custom_cost_per_token=rates,
-    )
-    assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
-    assert (
-        cost_of(price, usage).total
-        > cost_of(PriceResolver().resolve("gpt-4o-mini", "openai"), usage).total
-    )
+    base = litellm.model_cost["azure/gpt-4o"]
+    assert price.rates.input == base["input_cost_per_token"]
+    assert price.rates.output == 1e-4
 
 
 def test_an_override_written_with_its_provider_prefix_matches_the_bare_model() -> None:
     resolver = PriceResolver({"openai/gpt-4o-mini": {"input_cost_per_token": 1e-5}})
 
     price = resolver.resolve("gpt-4o-mini", "openai")
-
     assert price is not None
-    assert (price.source, price.rates.input) == ("override", 1e-5)
-    assert price.rates.cache_read == 1e-5
+    assert price.model == "openai/gpt-4o-mini"
+    assert resolver.resolve("gpt-4o", "openai") is None
 
 
 def test_an_override_prices_per_second() -> None:
-    resolver = PriceResolver({"my-endpoint": {"input_cost_per_second": 0.002}})
-
-    price = resolver.resolve("my-endpoint", None)
-
-    assert cost_of(price, Usage(prompt_tokens=3), duration_s=1.5).total == pytest.approx(0.003)
-
-
-def test_a_base_model_litellm_does_not_know_is_unpriced() -> None:
-    resolver = PriceResolver({"my-deploy": {"base_model": "no-such-model-anywhere"}})
-
-    assert resolver.resolve("my-deploy", "azure") is None
-
-
-# --- LiteLLM's map as it stands at call time ---------------------------------------------------
-
-
-def test_register_model_after_a_first_resolve_is_seen(register: Register) -> None:
-    resolver = PriceResolver()
-    model = "spendmeter-test-late-model"
-    usage = Usage(prompt_tokens=1000, completion_tokens=100, total_tokens=1100)
-    assert resolver.resolve(model, "openai") is None
-
-    register(
-        model, input_cost_per_token=1e-6, output_cost_per_token=2e-6, litellm_provider="openai"
+    price = PriceResolver({"my-endpoint": {"input_cost_per_second": 0.002}}).resolve(
+        "my-endpoint", None
     )
-    first = resolver.resolve(model, "openai")
-    register(
-        model, input_cost_per_token=3e-6, output_cost_per_token=2e-6, litellm_provider="openai"
-    )
-    second = resolver.resolve(model, "openai")
-
-    assert first is not None and second is not None
-    assert (first.rates.input, second.rates.input) == (1e-6, 3e-6)
-    expected = litellm.completion_cost(
-        completion_response=response(model, usage), custom_llm_provider="openai"
-    )
-    assert cost_of(second, usage).total == pytest.approx(expected, rel=1e-12)
-
-
-def test_a_price_edited_in_place_is_seen(register: Register) -> None:
-    resolver = PriceResolver()
-    model = "spendmeter-test-edited-model"
-    register(
-        model, input_cost_per_token=1e-6, output_cost_per_token=2e-6, litellm_provider="openai"
-    )
-    assert resolver.resolve(model, "openai") is not None
-
-    litellm.model_cost[model]["output_cost_per_token"] = 9e-6
-    price = resolver.resolve(model, "openai")
-
     assert price is not None
-    assert price.rates.output == 9e-6
+    cost = compute_cost(price, TokenUsage(input_tokens=3), duration_s=1.5)
+    assert cost.total == pytest.approx(0.003)
+    with pytest.raises(ValueError, match="per second"):
+        compute_cost(price, TokenUsage(input_tokens=3))
+
+
+def test_override_parts_split_reads_and_writes() -> None:
+    price = PriceResolver(
+        {
+            "my-model": {
+                "input_cost_per_token": 1e-6,
+                "output_cost_per_token": 4e-6,
+                "cache_read_input_token_cost": 1e-7,
+                "cache_creation_input_token_cost": 1.25e-6,
+            }
+        }
+    ).resolve("my-model", None)
+    assert price is not None
+    usage = TokenUsage(
+        input_tokens=1000, output_tokens=10, cache_read_tokens=600, cache_write_tokens=300
+    )
+
+    cost = compute_cost(price, usage)
+    assert cost.input == pytest.approx(100 * 1e-6)
+    assert cost.cache_read == pytest.approx(600 * 1e-7)
+    assert cost.cache_write == pytest.approx(300 * 1.25e-6)
+    assert cost.other == 0.0
+    parts = cost.input + cost.output + cost.cache_read + cost.cache_write + cost.other
+    assert parts == pytest.approx(cost.total, rel=1e-12)
+
+
+def test_inconsistent_counts_are_clamped_never_billed_twice_or_below_zero() -> None:
+    price = PriceResolver({"m": {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6}})
+    resolved = price.resolve("m", None)
+    assert resolved is not None
+
+    more_cached_than_prompt = compute_cost(
+        resolved, TokenUsage(input_tokens=10, cache_read_tokens=50)
+    )
+    more_reasoning_than_output = compute_cost(
+        resolved, TokenUsage(output_tokens=10, reasoning_tokens=50)
+    )
+    for cost in (more_cached_than_prompt, more_reasoning_than_output):
+        assert min(cost) >= 0
+
+
+def test_a_base_model_litellm_does_not_know_is_unpriced(instrument: Any) -> None:
+    telemetry = instrument(pricing={"my-deploy": {"base_model": "no-such-model-anywhere"}})
+    call("my-deploy", custom_llm_provider="openai")
+
+    assert telemetry.span().attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
 
 
 def test_a_base_model_registered_later_is_seen(register: Register) -> None:
@@ -476,142 +412,14 @@ def test_a_base_model_registered_later_is_seen(register: Register) -> None:
 
     register(
         "spendmeter-test-base",
-        input_cost_per_token=2e-6,
-        output_cost_per_token=4e-6,
         litellm_provider="openai",
+        mode="chat",
+        input_cost_per_token=1e-6,
+        output_cost_per_token=2e-6,
     )
     price = resolver.resolve("my-deploy", "openai")
-
     assert price is not None
-    assert (price.source, price.rates.input) == ("override", 2e-6)
-
-
-# --- unpriced, never 0 -----------------------------------------------------------------------
-
-
-def test_a_model_litellm_does_not_know_is_unpriced() -> None:
-    assert PriceResolver().resolve("no-such-model-anywhere", "openai") is None
-    assert PriceResolver().resolve("no-such-model-anywhere", None) is None
-
-
-def test_a_mapped_model_without_token_prices_is_unpriced_not_free(register: Register) -> None:
-    model = "spendmeter-test-priceless-model"
-    register(model, litellm_provider="openai", mode="chat", max_tokens=4096)
-    usage = Usage(prompt_tokens=1000, completion_tokens=100, total_tokens=1100)
-
-    litellm_says = litellm.completion_cost(
-        completion_response=response(model, usage), custom_llm_provider="openai"
-    )
-
-    assert litellm_says == 0.0
-    assert PriceResolver().resolve(model, "openai") is None
-
-
-def test_a_pricing_scheme_not_replayed_is_unpriced_rather_than_wrong() -> None:
-    # Alibaba's tier tables price a whole request by its size: not replayed, so not guessed.
-    model = "dashscope/qwen-flash"
-    assert litellm.model_cost[model].get("tiered_pricing")
-
-    assert PriceResolver().resolve(model, "dashscope") is None
-
-
-def test_a_free_model_priced_at_zero_by_its_entry_is_priced(register: Register) -> None:
-    model = "spendmeter-test-free-model"
-    register(model, input_cost_per_token=0.0, output_cost_per_token=0.0, litellm_provider="openai")
-
-    price = PriceResolver().resolve(model, "openai")
-
-    assert price is not None
-    assert cost_of(price, Usage(prompt_tokens=10, completion_tokens=10)).total == 0.0
-
-
-# --- per-call custom pricing ----------------------------------------------------------------
-
-
-def test_per_call_token_pricing_equals_litellm() -> None:
-    kwargs = {
-        "model": "my-finetune",
-        "messages": MESSAGES,
-        "input_cost_per_token": 2e-6,
-        "output_cost_per_token": 8e-6,
-    }
-    usage = Usage(prompt_tokens=900, completion_tokens=90, total_tokens=990)
-
-    price = PriceResolver().per_call(kwargs)
-
-    assert price is not None
-    assert (price.source, price.model) == ("litellm", "my-finetune")
-    expected = litellm.completion_cost(
-        completion_response=response("my-finetune", usage),
-        custom_llm_provider="openai",
-        custom_cost_per_token={"input_cost_per_token": 2e-6, "output_cost_per_token": 8e-6},
-    )
-    assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
-
-
-def test_for_call_puts_the_users_override_before_per_call_pricing() -> None:
-    resolver = PriceResolver({"gpt-4o-mini": {"input_cost_per_token": 1e-5}})
-    params = {"model": "gpt-4o-mini", "input_cost_per_token": 1, "output_cost_per_token": 1}
-
-    price = resolver.for_call("gpt-4o-mini", "openai", params)
-
-    assert price is not None
-    assert (price.source, price.rates.input) == ("override", 1e-5)
-
-
-def test_for_call_takes_per_call_pricing_before_litellms_map() -> None:
-    params = {"model": "gpt-4o-mini", "input_cost_per_token": 2e-6, "output_cost_per_token": 4e-6}
-
-    price = PriceResolver().for_call("gpt-4o-mini", "openai", params)
-
-    assert price is not None
-    assert (price.rates.input, price.rates.output) == (2e-6, 4e-6)
-
-
-def test_for_call_prices_the_model_that_answered_first_as_litellm_does() -> None:
-    usage = Usage(prompt_tokens=1000, completion_tokens=100, total_tokens=1100)
-    answered = response("gpt-4o-2024-05-13", usage)
-
-    price = PriceResolver().for_call("gpt-4o", "openai", {}, response_model=answered.model)
-
-    assert price is not None
-    assert price.model == "gpt-4o-2024-05-13"
-    expected = litellm.completion_cost(completion_response=answered, model=None)
-    assert cost_of(price, usage).total == pytest.approx(expected, rel=1e-12)
-
-
-def test_for_call_matches_overrides_by_the_model_asked_for_only() -> None:
-    resolver = PriceResolver({"fakellm/answering-model": {"input_cost_per_token": 1e-3}})
-
-    price = resolver.for_call(
-        "fakellm/unpriced-model", "fakellm", {}, response_model="answering-model"
-    )
-
-    assert price is None
-
-
-def test_for_call_falls_back_to_the_model_asked_for() -> None:
-    price = PriceResolver().for_call("gpt-4o-mini", "openai", {}, response_model="no-such-model")
-
-    assert price is not None
-    assert price.model == "gpt-4o-mini"
-
-
-def test_per_call_per_second_pricing() -> None:
-    price = PriceResolver().per_call({"model": "m", "input_cost_per_second": 0.01})
-
-    assert cost_of(price, Usage(prompt_tokens=1), duration_s=2.0).total == pytest.approx(0.02)
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [{}, {"model": "gpt-4o-mini"}, {"input_cost_per_token": 1e-6}, {"input_cost_per_token": None}],
-    ids=repr,
-)
-def test_no_per_call_pricing_without_both_token_rates_or_a_second_rate(
-    kwargs: dict[str, Any],
-) -> None:
-    assert PriceResolver().per_call(kwargs) is None
+    assert price.base_model == "spendmeter-test-base"
 
 
 # --- load_overrides ---------------------------------------------------------------------------

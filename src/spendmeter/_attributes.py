@@ -41,6 +41,7 @@ _OPTIONAL_PARAMS = frozenset(
         "metadata",
         "api_base",
         "base_url",
+        "service_tier",
     )
 )
 
@@ -140,6 +141,9 @@ def request_attributes(
     user = params.get("user")
     if isinstance(user, str) and user:
         attributes[sc.USER_ID] = user
+    tier = params.get("service_tier")
+    if isinstance(tier, str) and tier:
+        attributes[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
     if metadata_keys:
         attributes.update(metadata_attributes(params.get("metadata"), metadata_keys))
     api_base = params.get("api_base") or params.get("base_url")
@@ -176,6 +180,9 @@ def response_attributes(response: Any, capture_content: bool) -> Attributes:
     stop_reason = field(response, "stop_reason")  # Anthropic-style messages
     if isinstance(stop_reason, str) and stop_reason:
         attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [stop_reason]
+    tier = field(response, "service_tier")  # a pydantic extra field when the provider sent it
+    if isinstance(tier, str) and tier:
+        attributes[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
     choices = field(response, "choices")
     if isinstance(choices, list) and choices:
         reasons = [

@@ -33,7 +33,7 @@ from spendmeter._listeners import SpendListener, budgets_of
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
 from spendmeter.metrics import Instruments
-from spendmeter.pricing import Cost, Price, PriceResolver, compute_cost
+from spendmeter.pricing import UNPRICED, Priced, Pricer
 
 logger = logging.getLogger("spendmeter")
 
@@ -105,22 +105,12 @@ class ModelInfo:
     unpriced: Mapping[str, Any]  # model + provider
 
 
-class Pricing(NamedTuple):  # a tuple: made on every call, and cheap to make
-    status: str
-    total: float | None = None
-    parts: Cost | None = None
-    price: Price | None = None
-
-
-UNPRICED = Pricing(sc.PRICING_UNPRICED)
-
-
 class Telemetry:
     def __init__(
         self,
         tracer: Tracer,
         instruments: Instruments,
-        resolver: PriceResolver,
+        pricer: Pricer,
         *,
         tracer_provider: Any = None,
         metadata_keys: tuple[str, ...] = (),
@@ -129,7 +119,7 @@ class Telemetry:
         self.tracer = tracer
         self.tracer_provider = tracer_provider  # None: the global provider, read at call time
         self.instruments = instruments
-        self.resolver = resolver
+        self.pricer = pricer
         self.metadata_keys = metadata_keys
         self.capture_content = capture_content
         self._models: dict[tuple[Any, ...], ModelInfo] = {}
@@ -178,25 +168,26 @@ class Telemetry:
     # --- pricing --------------------------------------------------------------------------
     def price(
         self,
-        info: ModelInfo,
-        params: Mapping[str, Any],
+        call: Call,
+        response: Any,
         usage: TokenUsage | None,
-        litellm_cost: float | None,
         duration_s: float,
-        response_model: str | None = None,
-    ) -> Pricing:
-        price = self.resolver.for_call(info.model, info.provider, params, response_model)
-        if price is not None and usage is not None:
-            parts = compute_cost(price, usage, duration_s=duration_s)
-            # LiteLLM's own figure, when it made one from the same map, also covers charges
-            # outside token rates (e.g. web search); the parts stay ours.
-            use_litellm = price.source == sc.SOURCE_LITELLM and litellm_cost is not None
-            total = litellm_cost if use_litellm else parts.total
-            return Pricing(sc.PRICING_PRICED, total, parts, price)
-        if litellm_cost is not None and litellm_cost > 0:
-            return Pricing(sc.PRICING_PRICED, litellm_cost)
-        self._warn_unpriced(info.model)
-        return UNPRICED
+        stream: Any = None,
+    ) -> Priced:
+        info = call.info
+        priced = self.pricer.price(
+            call.call_type,
+            info.model,
+            info.provider,
+            call.params,
+            response,
+            duration_s,
+            usage=usage,
+            stream=stream,
+        )
+        if priced.total is None:
+            self._warn_unpriced(info.model)
+        return priced
 
     def _warn_unpriced(self, model: str) -> None:
         if model not in self._warned_unpriced:
@@ -262,27 +253,8 @@ def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:
     return provider or "unknown"
 
 
-def _number_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if value >= 0 else None
-
-
 def response_usage(response: Any) -> TokenUsage | None:
     return token_usage(_attributes.field(response, "usage"))
-
-
-def litellm_response_cost(response: Any) -> float | None:
-    # Read pydantic's private dict directly: `response._hidden_params` goes through
-    # pydantic's __getattr__, which costs more than the rest of this function.
-    private = getattr(response, "__pydantic_private__", None)
-    if isinstance(private, dict):
-        hidden = private.get("_hidden_params")
-    else:
-        hidden = getattr(response, "_hidden_params", None)
-    if isinstance(hidden, dict):
-        return _number_or_none(hidden.get("response_cost"))
-    return None
 
 
 class Call:
@@ -338,6 +310,11 @@ class Call:
             else INVALID_SPAN
         )
         self.started = time.perf_counter()
+
+    @property
+    def call_type(self) -> str:
+        """The LiteLLM function called: what LiteLLM prices the call as."""
+        return self.operation.call_type
 
     @property
     def call_id(self) -> str:
@@ -406,12 +383,15 @@ class Call:
         return guarded(
             "estimating a call's cost",
             worst_case_cost,
-            self.telemetry.resolver,
+            self.telemetry.pricer,
             info.model,
             info.provider,
             operation,
             self.params,
         )
+
+    def is_embedding(self) -> bool:
+        return self.info.base[sc.GEN_AI_OPERATION_NAME] == sc.OPERATION_EMBEDDINGS
 
     def _tell_failed(self) -> None:
         for budget in self.budgets:
@@ -475,7 +455,6 @@ class Call:
         return Outcome(
             usage=guarded("reading usage", response_usage, response),
             estimated=False,
-            litellm_cost=guarded("reading LiteLLM's cost", litellm_response_cost, response),
             response_attributes=guarded(
                 "reading the response",
                 _attributes.response_attributes,
@@ -508,22 +487,21 @@ class Call:
             exceeded = await self._atell_budgets(pricing.total, outcome.response)
         self._close(outcome, pricing, exceeded)
 
-    def _priced(self, outcome: Outcome) -> Pricing:
+    def _priced(self, outcome: Outcome) -> Priced:
         self._ended = True
         response_attributes = outcome.response_attributes
         pricing = guarded(
             "pricing",
             self.telemetry.price,
-            self.info,
-            self.params,
+            self,
+            outcome.response if outcome.priced is None else outcome.priced,
             outcome.usage,
-            outcome.litellm_cost,
             time.perf_counter() - self.started,
-            response_attributes.get(sc.GEN_AI_RESPONSE_MODEL) if response_attributes else None,
+            outcome.stream,
         )
-        if pricing is not None and outcome.estimated and pricing.status == sc.PRICING_PRICED:
-            pricing = Pricing(sc.PRICING_ESTIMATED, pricing.total, pricing.parts, pricing.price)
         pricing = pricing or UNPRICED
+        if outcome.estimated and pricing.status == sc.PRICING_PRICED:
+            pricing = pricing._replace(status=sc.PRICING_ESTIMATED)
         guarded(
             "annotating the span",
             self._annotate,
@@ -543,7 +521,7 @@ class Call:
         )
 
     def _close(
-        self, outcome: Outcome, pricing: Pricing, exceeded: BudgetExceededError | None
+        self, outcome: Outcome, pricing: Priced, exceeded: BudgetExceededError | None
     ) -> None:
         duration = time.perf_counter() - self.started
         self.deactivate()
@@ -586,7 +564,7 @@ class Call:
     def _annotate(
         self,
         usage: TokenUsage | None,
-        pricing: Pricing,
+        pricing: Priced,
         response_attributes: Mapping[str, Any] | None,
         first_chunk_delay: float | None,
     ) -> None:
@@ -597,14 +575,14 @@ class Call:
         if first_chunk_delay is not None:
             found[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_delay
         if usage is not None:
-            add_usage_attributes(found, usage)
+            add_usage_attributes(found, usage, output=not self.is_embedding())
         add_pricing_attributes(found, pricing)
         span.set_attributes(found)
 
     def _record_metrics(
         self,
         usage: TokenUsage | None,
-        pricing: Pricing,
+        pricing: Priced,
         duration: float,
         first_chunk_delay: float | None,
         error: BaseException | None = None,
@@ -616,7 +594,8 @@ class Call:
             instruments.time_to_first_chunk.record(first_chunk_delay, info.base)
         if usage is not None:
             instruments.token_usage.record(usage.input_tokens, info.input_tokens)
-            instruments.token_usage.record(usage.output_tokens, info.output_tokens)
+            if not self.is_embedding():  # an embedding has no output tokens (DESIGN.md 3)
+                instruments.token_usage.record(usage.output_tokens, info.output_tokens)
         if pricing.total is not None:
             # In the span's context, so the cost point can carry an exemplar with its trace:
             # what links a spike on a dashboard to the calls that made it.
@@ -668,9 +647,12 @@ class Outcome(NamedTuple):
 
     usage: TokenUsage | None
     estimated: bool
-    litellm_cost: float | None
     response_attributes: Mapping[str, Any] | None
     response: Any
+    # What pricing reads when it is not `response` (a stream's usage chunk), and LiteLLM's
+    # stream object.
+    priced: Any = None
+    stream: Any = None
     first_chunk_delay: float | None = None
     # Raised by the caller's own code while it read a stream: the call still cost what it
     # cost, and its span says it failed.
@@ -683,9 +665,11 @@ def _carrying(exceeded: BudgetExceededError | None, response: Any) -> BudgetExce
     return exceeded
 
 
-def add_usage_attributes(found: dict[str, Any], usage: TokenUsage) -> None:
+def add_usage_attributes(found: dict[str, Any], usage: TokenUsage, *, output: bool = True) -> None:
+    """Token attributes; ``output=False`` for embeddings, which have no output tokens."""
     found[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-    found[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    if output:
+        found[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
     if usage.cache_read_tokens:
         found[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:
@@ -694,19 +678,19 @@ def add_usage_attributes(found: dict[str, Any], usage: TokenUsage) -> None:
         found[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
 
 
-def add_pricing_attributes(found: dict[str, Any], pricing: Pricing) -> None:
+def add_pricing_attributes(found: dict[str, Any], pricing: Priced) -> None:
     found[sc.SPENDMETER_PRICING_STATUS] = pricing.status
     if pricing.total is None:
         return
     found[sc.GEN_AI_USAGE_COST] = pricing.total
-    if pricing.price is not None:
-        found[sc.SPENDMETER_PRICING_SOURCE] = pricing.price.source
-        found[sc.SPENDMETER_PRICING_MODEL] = pricing.price.model
-    else:
-        found[sc.SPENDMETER_PRICING_SOURCE] = sc.SOURCE_LITELLM
+    if pricing.source is not None:
+        found[sc.SPENDMETER_PRICING_SOURCE] = pricing.source
+    if pricing.model is not None:
+        found[sc.SPENDMETER_PRICING_MODEL] = pricing.model
     parts = pricing.parts
     if parts is not None:
         found[sc.SPENDMETER_COST_INPUT] = parts.input
         found[sc.SPENDMETER_COST_OUTPUT] = parts.output
         found[sc.SPENDMETER_COST_CACHE_READ] = parts.cache_read
         found[sc.SPENDMETER_COST_CACHE_WRITE] = parts.cache_write
+        found[sc.SPENDMETER_COST_OTHER] = parts.other

@@ -2,10 +2,11 @@
 
 The prompt is counted locally with LiteLLM's tokenizer; the answer is bounded by the call's
 ``max_tokens``/``max_completion_tokens`` (else the model's maximum output in LiteLLM's map),
-times ``n``; both are priced as the call will be. It is an estimate, not a guarantee: a local
-token count can differ from the provider's, and cache writes, which some providers charge
-above plain input, are not foreseen. ``None`` when the cost cannot be bounded: no price, a
-price per second, or no limit on the answer.
+times ``n``; both are priced as the call will be: at the user's override rates, else by
+LiteLLM's ``cost_per_token`` (service tier and ``base_model`` included). It is an estimate, not a
+guarantee: a local token count can differ from the provider's, and cache writes, which some
+providers charge above plain input, are not foreseen. ``None`` when the cost cannot be bounded:
+no price, a price per second, or no limit on the answer.
 """
 
 from __future__ import annotations
@@ -15,25 +16,55 @@ from typing import Any
 
 import litellm
 
+from spendmeter import _litellm
 from spendmeter import semconv as sc
+from spendmeter._overrides import compute_cost
 from spendmeter._usage import TokenUsage
-from spendmeter.pricing import PriceResolver, compute_cost
+from spendmeter.pricing import Pricer, base_model_of
 
 
 def worst_case_cost(
-    resolver: PriceResolver, model: str, provider: str, operation: str, params: Mapping[str, Any]
+    pricer: Pricer, model: str, provider: str, operation: str, params: Mapping[str, Any]
 ) -> float | None:
-    price = resolver.for_call(model, provider, params)
-    if price is None or price.per_second is not None:
+    override = pricer.overrides.resolve(model, provider)
+    if override is not None and override.per_second is not None:
         return None
+    embedding = operation == sc.OPERATION_EMBEDDINGS
     input_tokens = prompt_tokens(model, params)
-    output_tokens = (
-        0 if operation == sc.OPERATION_EMBEDDINGS else _output_tokens(model, provider, params)
-    )
+    output_tokens = 0 if embedding else _output_tokens(model, provider, params)
     if input_tokens is None or output_tokens is None:
         return None
-    usage = TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
-    return compute_cost(price, usage).total
+    if override is not None and override.base_model is None:
+        usage = TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+        return compute_cost(override, usage).total
+    priced_as = override.base_model if override is not None else base_model_of(params) or model
+    return _litellm_cost(priced_as, provider, params, input_tokens, output_tokens, embedding)
+
+
+def _litellm_cost(
+    model: str,
+    provider: str,
+    params: Mapping[str, Any],
+    input_tokens: int,
+    output_tokens: int,
+    embedding: bool,
+) -> float | None:
+    tier = params.get("service_tier")
+    try:
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model,
+            custom_llm_provider=provider,
+            prompt_tokens=input_tokens,
+            completion_tokens=output_tokens,
+            call_type="embedding" if embedding else "completion",
+            service_tier=tier if isinstance(tier, str) else None,
+        )
+    except Exception:  # LiteLLM raises a bare Exception for a model it cannot price
+        return None
+    total = prompt_cost + completion_cost
+    if total == 0 and not _litellm.prices_anything(model, provider):
+        return None  # an entry without a price field: unpriced, not free
+    return total
 
 
 def prompt_tokens(model: str, params: Mapping[str, Any]) -> int | None:

@@ -18,7 +18,6 @@ import wrapt
 from spendmeter import semconv as sc
 from spendmeter._attributes import field
 from spendmeter._call import Call, Outcome, guarded
-from spendmeter._estimate import prompt_tokens
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
 
@@ -38,6 +37,7 @@ class _Seen:
     __slots__ = (
         "_text",
         "chunks",
+        "final_response",
         "finish_reasons",
         "first_chunk_at",
         "response_id",
@@ -52,6 +52,7 @@ class _Seen:
         self.response_id: str | None = None
         self.response_model: str | None = None
         self.usage: Any = None
+        self.final_response: Any = None  # a Responses API stream's final response
         self.finish_reasons: list[str] = []
 
     def keep(self, chunk: Any) -> None:
@@ -81,6 +82,7 @@ class _Seen:
         """A Responses API stream ends with an event that carries the whole response."""
         if response is None:
             return
+        self.final_response = response
         self.response_id = field(response, "id") or self.response_id
         self.response_model = field(response, "model") or self.response_model
         self.usage = field(response, "usage") or self.usage
@@ -220,14 +222,12 @@ class TracedStream(wrapt.ObjectProxy):
         seen = self._self_seen
         guarded("reading a stream's chunks", seen.read)
         # Each step is guarded on its own: whatever fails, the span still ends.
-        usage, estimated = guarded("counting a stream's tokens", _stream_usage, call, seen) or (
-            None,
-            False,
-        )
+        usage, estimated, priced = guarded(
+            "counting a stream's tokens", _stream_usage, call, seen
+        ) or (None, False, None)
         return Outcome(
             usage=usage,
             estimated=estimated,
-            litellm_cost=guarded("reading a stream's cost", _usage_cost, seen.usage),
             response_attributes=guarded(
                 "reading a stream's response",
                 _response_attributes,
@@ -235,6 +235,8 @@ class TracedStream(wrapt.ObjectProxy):
                 call.telemetry.capture_content,
             ),
             response=None,
+            priced=priced,
+            stream=None if priced is None else self.__wrapped__,
             first_chunk_delay=(
                 None if seen.first_chunk_at is None else seen.first_chunk_at - call.started
             ),
@@ -247,35 +249,59 @@ def _crossed() -> None:
     logger.warning("spendmeter: a streamed call crossed its budget; later calls refused")
 
 
-def _stream_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool]:
+def _stream_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool, Any]:
+    """The stream's tokens, whether they were counted locally, and what pricing reads: the chunk
+    that carried the usage, or the response assembled from the chunks."""
     if seen.usage is not None:
         usage = token_usage(seen.usage)
         if usage is not None:
-            return usage, False
-    return _estimate_usage(call, seen), True
+            return usage, False, seen.final_response or _usage_chunk(seen)
+    usage, assembled = _estimate_usage(call, seen)
+    return usage, True, assembled
 
 
-def _estimate_usage(call: Call, seen: _Seen) -> TokenUsage | None:
-    """Count tokens locally: the provider sent no usage (or the stream stopped early)."""
+def _usage_chunk(seen: _Seen) -> Any:
+    for chunk in reversed(seen.chunks):  # the usage comes last
+        if field(chunk, "usage") is not None:
+            return chunk
+    return None
+
+
+def _estimate_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, Any]:
+    """Count tokens locally, the provider sent no usage (or the stream stopped early): the
+    response assembled by LiteLLM's own ``stream_chunk_builder``, which counts what LiteLLM
+    bills (text, tool calls, function calls, reasoning) per choice. (LiteLLM assembles one for
+    its own logging too, but only after the stream has ended, on its logging thread.) Nothing
+    is counted when the user turned LiteLLM's token counter off: unpriced, never $0."""
     import litellm
 
-    model = call.info.model
-    input_tokens = prompt_tokens(model, call.params)
-    if input_tokens is None:
-        return None
-    text = seen.text()
-    output_tokens = (
-        litellm.token_counter(model=model, text=text, count_response_tokens=True) if text else 0
-    )
-    return TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+    if litellm.disable_token_counter or not seen.chunks:
+        return None, None
+    assembled = litellm.stream_chunk_builder(seen.chunks, messages=_prompt_messages(call.params))
+    usage = token_usage(field(assembled, "usage"))
+    if usage is None or not (usage.input_tokens or usage.output_tokens):
+        return None, None  # nothing was counted (LiteLLM 1.106 reports zeros): unpriced, not $0
+    return usage, _without_figure(assembled)
 
 
-def _usage_cost(usage: Any) -> float | None:
-    """LiteLLM puts its own cost on the final chunk's usage when the provider sent usage."""
-    cost = getattr(usage, "cost", None)
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
-        return None
-    return float(cost)
+def _without_figure(assembled: Any) -> Any:
+    """The assembled response without the cost put on it where it was assembled, which knew
+    nothing of the call (service tier, base_model): pricing asks LiteLLM's calculator, told
+    what the call was. A copy: LiteLLM's own object may still be read by its logging."""
+    hidden = getattr(assembled, "_hidden_params", None)
+    if not isinstance(hidden, dict) or "response_cost" not in hidden:
+        return assembled
+    copy = assembled.model_copy()
+    copy._hidden_params = {key: value for key, value in hidden.items() if key != "response_cost"}
+    return copy
+
+
+def _prompt_messages(params: Any) -> Any:
+    messages = params.get("messages")
+    if messages is None and isinstance(params.get("prompt"), str):
+        # As LiteLLM's text_completion turns its prompt into a chat message.
+        return [{"role": "user", "content": params["prompt"]}]
+    return messages
 
 
 def _response_attributes(seen: _Seen, capture_content: bool) -> dict[str, Any]:
@@ -286,6 +312,9 @@ def _response_attributes(seen: _Seen, capture_content: bool) -> dict[str, Any]:
         found[sc.GEN_AI_RESPONSE_MODEL] = seen.response_model
     if seen.finish_reasons:
         found[sc.GEN_AI_RESPONSE_FINISH_REASONS] = seen.finish_reasons
+    tier = field(seen.chunks[-1], "service_tier") if seen.chunks else None
+    if isinstance(tier, str) and tier:
+        found[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
     text = seen.text() if capture_content else ""
     if text:
         found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(

@@ -233,7 +233,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         from spendmeter import _wrappers
         from spendmeter._call import Telemetry
         from spendmeter.metrics import create_instruments
-        from spendmeter.pricing import PriceResolver, load_overrides
+        from spendmeter.pricing import Pricer, load_overrides
 
         settings = config.from_env()
         pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
@@ -244,7 +244,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         telemetry = Telemetry(
             tracer,
             create_instruments(meter),
-            PriceResolver(overrides),
+            Pricer(overrides),
             tracer_provider=tracer_provider,
             metadata_keys=settings.metadata_keys,
             capture_content=settings.capture_content,
@@ -285,6 +285,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             self._patches = None
         telemetry, self._telemetry = self._telemetry, None
         if telemetry is not None:
+            telemetry.pricer.close()
             # A budget governs the calls of one instrumentation: a fresh instrument() starts
             # with none of the old budgets refusing calls.
             for budget in telemetry.budgets():

@@ -1,571 +1,294 @@
-"""Price resolution and cost arithmetic, pure and fast enough to run on every LLM call.
+"""The pricing rules of DESIGN.md section 4: each finished call priced once, first match wins.
 
-Resolution, first match wins (DESIGN.md section 4):
+1. the user's override for the model asked for (``pricing=`` / ``SPENDMETER_PRICING_FILE``),
+   source ``override``: the only prices spendmeter computes itself (``_overrides.py``);
+2. a cost the provider reported on the response (OpenRouter's ``usage.cost``, a LiteLLM proxy's
+   ``x-litellm-response-cost`` header), source ``provider``;
+3. LiteLLM's own figure: the ``response_cost`` LiteLLM put on the response, or a stream's final
+   cost; else ``litellm.completion_cost`` with the call's own context (call type, provider,
+   ``base_model``, service tier, region), source ``litellm``;
+4. otherwise unpriced: no cost at all, never $0. LiteLLM answers 0.0 for a model whose map
+   entry has no price field; such a 0.0 is unpriced too.
 
-1. user overrides, keyed by model name, in the shape of LiteLLM proxy ``model_info``;
-   ``base_model`` prices a name (e.g. an Azure deployment) as a model of LiteLLM's map;
-2. LiteLLM's price map as it stands at call time (``litellm.model_cost``, including
-   ``litellm.register_model``), found the way ``litellm.get_model_info`` finds it;
-3. otherwise unpriced: ``None``, never a price of 0.
-
-:func:`compute_cost` replays the arithmetic of LiteLLM's ``generic_cost_per_token``, which the
-OpenAI, Azure, Anthropic, Bedrock, Gemini and most other cost calculators use, so that a cost
-equals ``litellm.completion_cost`` for the same response: cached reads and cache writes
-(Anthropic's one-hour writes too), reasoning, audio and image tokens, long-context rates
-(``*_above_200k_tokens``) and per-second pricing. Pricing schemes it does not replay (tier
-tables, off-peak hours) leave the model unpriced rather than wrongly priced.
+The parts of a cost (input, output, cache reads, cache writes, other) are LiteLLM's own split,
+which it makes while pricing the response (``_litellm.BreakdownCapture``); they always add up
+to the total, ``other`` holding what is none of the token parts (tools, surcharges, uplifts).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import litellm
-import yaml
-from litellm.litellm_core_utils.llm_cost_calc.utils import apply_provider_cache_read_default
-from litellm.types.utils import LlmProvidersSet
-from litellm.utils import get_model_cost_mutation_generation
 
+from spendmeter import _litellm
 from spendmeter import semconv as sc
-from spendmeter._usage import TokenUsage
-
-_TOKEN_RATES = ("input_cost_per_token", "output_cost_per_token")
-_SECOND_RATES = ("input_cost_per_second", "output_cost_per_second")
-_OVERRIDE_KEYS = (
-    *_TOKEN_RATES,
-    *_SECOND_RATES,
-    "cache_read_input_token_cost",
-    "cache_creation_input_token_cost",
-    "output_cost_per_reasoning_token",
-    "base_model",
+from spendmeter._overrides import (
+    Cost,
+    Price,
+    PriceResolver,
+    PricingConfigError,
+    compute_cost,
+    load_overrides,
 )
-# LiteLLM's per-call custom pricing: completion(model=..., input_cost_per_token=..., ...).
-_PER_CALL_KEYS = (
-    *_TOKEN_RATES,
-    *_SECOND_RATES,
-    "cost_per_second",
-    "cache_read_input_token_cost",
-    "cache_creation_input_token_cost",
-    "cache_creation_input_token_cost_above_1hr",
-    "output_cost_per_reasoning_token",
-)
-# LiteLLM bills wall-clock seconds only for these modes (cost_calculator._bills_wall_clock_seconds).
-_PER_SECOND_MODES = frozenset(
-    {None, "audio_transcription", "chat", "completion", "embedding", "responses"}
-)
-# Long-context rates: a key such as input_cost_per_token_above_200k_tokens applies to every
-# token of a request whose prompt exceeds the threshold. Keys for service tiers and batches
-# are other prices (llm_cost_calc/utils._NON_STANDARD_THRESHOLD_SUFFIXES).
-_THRESHOLD_PREFIXES = tuple(
-    f"{rate}_above_"
-    for rate in (*_TOKEN_RATES, "cache_read_input_token_cost", "cache_creation_input_token_cost")
-)
-_NON_STANDARD_SUFFIXES = (
-    "_auto",
-    "_flex",
-    "_balanced",
-    "_priority",
-    "_fast",
-    "_ultrafast",
-    "_batches",
-)
-# Pricing schemes LiteLLM applies that compute_cost does not replay.
-_UNSUPPORTED_SCHEMES = ("tiered_pricing", "off_peak_pricing")
-_MAX_CACHED_MODELS = 4096
+from spendmeter._usage import TokenUsage, token_usage
+
+__all__ = ["Cost", "Priced", "Pricer", "PricingConfigError", "load_overrides"]
+
+logger = logging.getLogger("spendmeter")
+
+# Two figures of one price agree to this relative precision: LiteLLM's split carries the total
+# it split, which must be the total we report for the split to be used.
+_SAME = 1e-9
+# Below this share of the total, what the parts leave over is rounding, not a charge.
+_ROUNDING = 1e-12
 
 
-class PricingConfigError(ValueError):
-    """Price overrides that cannot be used; the message names the file, model and key."""
+class Priced(NamedTuple):  # a tuple: made on every call, and cheap to make
+    """The price of one call: ``total`` and ``parts`` in USD, ``None`` when unpriced."""
+
+    status: str
+    total: float | None = None
+    parts: Cost | None = None
+    source: str | None = None
+    model: str | None = None
 
 
-# --- overrides ---------------------------------------------------------------------------
+UNPRICED = Priced(sc.PRICING_UNPRICED)
 
 
-def load_overrides(
-    source: str | os.PathLike[str] | Mapping[str, Mapping[str, object]] | None,
-) -> dict[str, dict[str, float | str]]:
-    """Read and check price overrides: a ``.yaml``/``.yml``/``.json`` file, or a mapping.
+class Pricer:
+    """Prices finished calls. Made at instrument time; :meth:`close` at uninstrument time."""
 
-    Keyed by model name; each entry holds rates in USD (``input_cost_per_token``, ...) and/or
-    ``base_model``. Numbers may be written as strings (YAML reads ``3e-7`` as one). Raises
-    :class:`PricingConfigError` on the first problem.
-    """
-    if source is None:
-        return {}
-    if isinstance(source, Mapping):
-        return _checked_overrides(source, "pricing overrides")
-    if not isinstance(source, (str, os.PathLike)):
-        raise PricingConfigError(
-            f"pricing must be a path to a YAML/JSON file or a mapping, not {type(source).__name__}"
-        )
-    path = Path(os.fspath(source))
-    where = f"pricing file {str(path)!r}"
-    loaded = _read_pricing_file(path, where)
-    if loaded is None:  # an empty file
-        return {}
-    if not isinstance(loaded, Mapping):
-        raise PricingConfigError(
-            f"{where}: the top level must map model names to prices, not {_kind(loaded)}"
-        )
-    return _checked_overrides(loaded, where)
+    def __init__(self, overrides: Mapping[str, Mapping[str, object]] | None = None) -> None:
+        self.overrides = PriceResolver(overrides)
+        self._splits = _litellm.BreakdownCapture()
+        self._splits.install()
 
+    def close(self) -> None:
+        self._splits.uninstall()
 
-def _read_pricing_file(path: Path, where: str) -> object:
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json"):
-        raise PricingConfigError(f"{where}: unsupported file type; use .yaml, .yml or .json")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PricingConfigError(f"{where}: file not found") from None
-    except UnicodeDecodeError:
-        raise PricingConfigError(f"{where}: not UTF-8 text") from None
-    except OSError as error:
-        raise PricingConfigError(f"{where}: cannot be read ({error.strerror})") from None
-    if suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise PricingConfigError(
-                f"{where}: invalid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
-            ) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise PricingConfigError(f"{where}: invalid YAML: {error}") from None
+    def price(
+        self,
+        call_type: str,
+        model: str,
+        provider: str | None,
+        kwargs: Mapping[str, Any],
+        response: Any,
+        duration_s: float,
+        *,
+        usage: TokenUsage | None = None,
+        stream: Any = None,
+    ) -> Priced:
+        """The price of one finished call.
 
-
-def _checked_overrides(
-    raw: Mapping[object, object], where: str
-) -> dict[str, dict[str, float | str]]:
-    checked: dict[str, dict[str, float | str]] = {}
-    for model, entry in raw.items():
-        if not isinstance(model, str) or not model.strip():
-            raise PricingConfigError(
-                f"{where}: model names must be non-empty strings, not {model!r}"
+        ``call_type`` is the LiteLLM function called (``"completion"``, ``"aembedding"``, ...),
+        ``model`` the model asked for and ``provider`` LiteLLM's provider for it, ``kwargs``
+        the call's arguments. ``response`` is what LiteLLM returned; for a stream, the chunk
+        that carried the usage (with ``stream``, LiteLLM's stream object, which knows the call's
+        id) or, without usage, the response assembled from the chunks.
+        ``usage`` saves reading the response's token counts again when the caller has them.
+        """
+        if usage is None:
+            usage = token_usage(_field(response, "usage"))
+        override = self.overrides.resolve(model, provider)
+        if override is not None:
+            return self._override(
+                override, call_type, provider, kwargs, response, usage, duration_s
             )
-        if not isinstance(entry, Mapping):
-            raise PricingConfigError(
-                f"{where}: model {model!r}: expected a mapping of prices, not {_kind(entry)}"
+        # A stream's usage.cost may be LiteLLM's own bill, written there at the end of the stream.
+        reported = _litellm.provider_reported_cost(response, provider, usage_cost=stream is None)
+        if reported is not None:
+            split = self._split(response, stream)
+            return Priced(
+                sc.PRICING_PRICED,
+                reported,
+                parts(reported, split),
+                sc.SOURCE_PROVIDER,
+                _priced_model(model, provider, kwargs, response),
             )
-        checked[model] = _checked_entry(entry, f"{where}: model {model!r}")
-    return checked
+        return self._litellm(call_type, model, provider, kwargs, response, stream)
 
+    # --- rule 1 -----------------------------------------------------------------------------
+    def _override(
+        self,
+        price: Price,
+        call_type: str,
+        provider: str | None,
+        kwargs: Mapping[str, Any],
+        response: Any,
+        usage: TokenUsage | None,
+        duration_s: float,
+    ) -> Priced:
+        if price.base_model is not None:
+            context = _context(price.base_model, provider, kwargs)
+            priced = _calculated(response, call_type, context)
+            if priced is None:
+                return UNPRICED
+            total, split = priced
+            return Priced(
+                sc.PRICING_PRICED, total, parts(total, split), sc.SOURCE_OVERRIDE, price.model
+            )
+        if usage is None and price.per_second is None:
+            return UNPRICED
+        cost = compute_cost(price, usage or TokenUsage(), duration_s=duration_s)
+        return Priced(sc.PRICING_PRICED, cost.total, cost, sc.SOURCE_OVERRIDE, price.model)
 
-def _checked_entry(entry: Mapping[object, object], where: str) -> dict[str, float | str]:
-    checked: dict[str, float | str] = {}
-    for key, value in entry.items():
-        if not isinstance(key, str) or key not in _OVERRIDE_KEYS:
-            raise PricingConfigError(
-                f"{where}: unknown key {key!r} (allowed: {', '.join(_OVERRIDE_KEYS)})"
-            )
-        if key == "base_model":
-            if not isinstance(value, str) or not value.strip():
-                raise PricingConfigError(
-                    f"{where}: key 'base_model' must be a non-empty model name, not {value!r}"
-                )
-            checked[key] = value.strip()
-            continue
-        rate = _rate(value)
-        if rate is None or rate < 0:
-            raise PricingConfigError(
-                f"{where}: key {key!r} must be a non-negative number (USD), not {value!r}"
-            )
-        checked[key] = rate
-    if "base_model" not in checked and not any(
-        k in checked for k in (*_TOKEN_RATES, *_SECOND_RATES)
-    ):
-        raise PricingConfigError(
-            f"{where}: no price: give {', '.join((*_TOKEN_RATES, *_SECOND_RATES))} or base_model"
+    # --- rule 3 -----------------------------------------------------------------------------
+    def _litellm(
+        self,
+        call_type: str,
+        model: str,
+        provider: str | None,
+        kwargs: Mapping[str, Any],
+        response: Any,
+        stream: Any,
+    ) -> Priced:
+        total, split = self._figure(response, stream)
+        if total is None:
+            # No figure came with the response: LiteLLM's calculator, told what the call was.
+            priced = _calculated(response, call_type, _context(model, provider, kwargs))
+            if priced is None:
+                return UNPRICED
+            total, split = priced
+        priced_model = _priced_model(model, provider, kwargs, response)
+        if total == 0 and not _prices_anything((priced_model, model), provider):
+            return UNPRICED
+        return Priced(
+            sc.PRICING_PRICED, total, parts(total, split), sc.SOURCE_LITELLM, priced_model
         )
-    return checked
+
+    def _figure(self, response: Any, stream: Any) -> tuple[float | None, Mapping[str, Any] | None]:
+        """LiteLLM's own cost of this response, with its split, when LiteLLM made one."""
+        hidden = _litellm.hidden_params(response)
+        total = None if hidden is None else _litellm.cost_number(hidden.get("response_cost"))
+        if total is None:
+            return None, None
+        return total, self._splits.take(self._call_id(hidden, stream))
+
+    def _split(self, response: Any, stream: Any) -> Mapping[str, Any] | None:
+        hidden = _litellm.hidden_params(response)
+        return None if hidden is None else self._splits.take(self._call_id(hidden, stream))
+
+    @staticmethod
+    def _call_id(hidden: Mapping[str, Any], stream: Any) -> object:
+        # A stream's chunks do not carry the call id; its logging object does.
+        if stream is not None:
+            return getattr(_litellm.stream_logging_obj(stream), "litellm_call_id", None)
+        return hidden.get("litellm_call_id")
 
 
-def _kind(value: object) -> str:
-    return "nothing" if value is None else f"a {type(value).__name__}"
+def parts(total: float, split: Mapping[str, Any] | None) -> Cost:
+    """The parts of ``total`` from LiteLLM's split of it; all of it ``other`` without one.
 
-
-# --- prices ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """USD per token of each kind, every default already applied."""
-
-    input: float
-    output: float
-    cache_read: float
-    cache_write: float
-    cache_write_1h: float
-    reasoning: float
-    input_audio: float
-    output_audio: float
-    input_image: float
-    output_image: float
-
-
-_NO_RATES = Rates(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """How one model is priced.
-
-    ``model`` is the price entry used (span attribute ``spendmeter.pricing.model``) and
-    ``source`` where it came from, ``"override"`` or ``"litellm"``. A model is priced either
-    per token (``rates``, replaced by ``tiers[i][1]`` when the prompt has more tokens than
-    ``tiers[i][0]``) or, when ``per_second`` is set, per second of the call.
+    LiteLLM's input cost includes what cache reads and writes cost; here they are parts of their
+    own. The parts always add up to ``total``: when LiteLLM's token parts come to more (a
+    discount it applied after splitting), they shrink in proportion; a leftover that is only
+    rounding goes to the largest part, so that no part is a speck of negative or positive noise.
     """
-
-    model: str
-    source: str
-    rates: Rates
-    tiers: tuple[tuple[float, Rates], ...] = ()
-    per_second: float | None = None
-
-
-class Cost(NamedTuple):  # a tuple: made on every call, and cheaper to make than a dataclass
-    """USD of one call; the parts add up to ``total``.
-
-    Audio and image tokens count in ``input``/``output``, reasoning in ``output``, and a
-    per-second price in ``input`` (where LiteLLM puts it).
-    """
-
-    total: float
-    input: float
-    output: float
-    cache_read: float
-    cache_write: float
-
-
-def compute_cost(price: Price, usage: TokenUsage, *, duration_s: float | None = None) -> Cost:
-    """The cost of one call: what ``litellm.completion_cost`` gives for the same response.
-
-    ``duration_s`` (the call's wall-clock seconds) is needed only by per-second prices.
-    """
-    if price.per_second is not None:
-        if duration_s is None:
-            raise ValueError(f"{price.model!r} is priced per second: duration_s is required")
-        spent = price.per_second * max(duration_s, 0.0)
-        return Cost(spent, spent, 0.0, 0.0, 0.0)
-
-    rates = price.rates
-    prompt = usage.input_tokens
-    for threshold, tier_rates in price.tiers:
-        if prompt <= threshold:
-            break
-        rates = tier_rates
-
-    cache_read = usage.cache_read_tokens
-    cache_write = usage.cache_write_tokens
-    # Cached and modality counts are subsets of the prompt; clamp them the way LiteLLM does
-    # so a provider's overlapping counts are never billed twice.
-    uncached = max(prompt - cache_read - cache_write, 0)
-    audio_in = min(usage.input_audio_tokens, uncached)
-    image_in = min(usage.input_image_tokens, uncached - audio_in)
-    input_cost = (
-        (uncached - audio_in - image_in) * rates.input
-        + audio_in * rates.input_audio
-        + image_in * rates.input_image
-    )
-    write_1h = min(usage.cache_write_1h_tokens, cache_write)
-    write_cost = (cache_write - write_1h) * rates.cache_write + write_1h * rates.cache_write_1h
-    read_cost = cache_read * rates.cache_read
-
-    output = usage.output_tokens
-    reasoning = usage.reasoning_tokens
-    audio_out = usage.output_audio_tokens
-    image_out = usage.output_image_tokens
-    if reasoning or audio_out or image_out:
-        text_out = max(output - reasoning - audio_out - image_out, 0)
-        output_cost = (
-            text_out * rates.output
-            + reasoning * rates.reasoning
-            + audio_out * rates.output_audio
-            + image_out * rates.output_image
-        )
-    else:
-        output_cost = output * rates.output
-
-    total = input_cost + output_cost + read_cost + write_cost
-    return Cost(total, input_cost, output_cost, read_cost, write_cost)
+    if split is None or not _agrees(_number(split.get("total_cost")), total):
+        return Cost(total, 0.0, 0.0, 0.0, 0.0, total)
+    cache_read = _number(split.get("cache_read_cost"))
+    cache_write = _number(split.get("cache_creation_cost"))
+    token_parts = [
+        max(_number(split.get("input_cost")) - cache_read - cache_write, 0.0),
+        _number(split.get("output_cost")),
+        cache_read,
+        cache_write,
+    ]
+    counted = sum(token_parts)
+    if counted > total:
+        scale = total / counted
+        token_parts = [part * scale for part in token_parts]
+    other = total - sum(token_parts)
+    if abs(other) <= total * _ROUNDING:
+        largest = max(range(4), key=token_parts.__getitem__)
+        token_parts[largest] = max(token_parts[largest] + other, 0.0)
+        other = 0.0
+    input_cost, output_cost, cache_read, cache_write = token_parts
+    return Cost(total, input_cost, output_cost, cache_read, cache_write, max(other, 0.0))
 
 
-def _price_from_entry(model: str, source: str, entry: Mapping[str, object]) -> Price | None:
-    """A :class:`Price` from a LiteLLM-style price entry; ``None`` when it prices nothing.
-
-    Defaults follow LiteLLM: a missing cache rate is the input rate, a missing one-hour
-    cache-write rate the cache-write rate, a missing reasoning rate the output rate.
-    """
-    if any(entry.get(scheme) is not None for scheme in _UNSUPPORTED_SCHEMES):
+def _calculated(
+    response: Any, call_type: str, context: Mapping[str, Any]
+) -> tuple[float, Mapping[str, Any] | None] | None:
+    if response is None:
         return None
-    input_rate = _rate(entry.get("input_cost_per_token"))
-    output_rate = _rate(entry.get("output_cost_per_token"))
-    if not ((input_rate or 0.0) > 0 or (output_rate or 0.0) > 0):
-        per_second = _per_second_rate(entry)
-        if per_second is not None:
-            return Price(model, source, _NO_RATES, per_second=per_second)
-        if input_rate is None and output_rate is None:
-            return None
-    input_rate = input_rate or 0.0
-    if not output_rate:
-        # Image models publish their output price per image token only.
-        output_rate = _rate_or(entry, "output_cost_per_image_token", 0.0)
-    cache_read = _rate(entry.get("cache_read_input_token_cost"))
-    cache_write = _rate(entry.get("cache_creation_input_token_cost"))
-    cache_write_1h = _rate(entry.get("cache_creation_input_token_cost_above_1hr"))
-    rates = _rates(entry, input_rate, output_rate, cache_read, cache_write, cache_write_1h)
-
-    tiers: list[tuple[float, Rates]] = []
-    for label, threshold in _thresholds(entry):
-        input_rate = _tier_rate(entry, "input_cost_per_token", label, input_rate)
-        output_rate = _tier_rate(entry, "output_cost_per_token", label, output_rate)
-        cache_read = _tier_rate(entry, "cache_read_input_token_cost", label, cache_read)
-        cache_write = _tier_rate(entry, "cache_creation_input_token_cost", label, cache_write)
-        cache_write_1h = _tier_rate(
-            entry, "cache_creation_input_token_cost_above_1hr", label, cache_write_1h
-        )
-        tier = _rates(entry, input_rate, output_rate, cache_read, cache_write, cache_write_1h)
-        tiers.append((threshold, tier))
-    return Price(model, source, rates, tuple(tiers))
-
-
-def _rates(
-    entry: Mapping[str, object],
-    input_rate: float,
-    output_rate: float,
-    cache_read: float | None,
-    cache_write: float | None,
-    cache_write_1h: float | None,
-) -> Rates:
-    cache_write = input_rate if cache_write is None else cache_write
-    return Rates(
-        input=input_rate,
-        output=output_rate,
-        cache_read=input_rate if cache_read is None else cache_read,
-        cache_write=cache_write,
-        cache_write_1h=cache_write if cache_write_1h is None else cache_write_1h,
-        reasoning=_rate_or(entry, "output_cost_per_reasoning_token", output_rate),
-        input_audio=_rate_or(entry, "input_cost_per_audio_token", input_rate),
-        output_audio=_rate_or(entry, "output_cost_per_audio_token", output_rate),
-        input_image=_rate_or(entry, "input_cost_per_image_token", input_rate),
-        output_image=_rate_or(entry, "output_cost_per_image_token", output_rate),
-    )
-
-
-def _per_second_rate(entry: Mapping[str, object]) -> float | None:
-    if entry.get("mode") not in _PER_SECOND_MODES:
+    try:
+        return _litellm.completion_cost_with_split(response, call_type, **context)
+    except Exception as error:  # LiteLLM raises a bare Exception for a model it cannot price
+        logger.debug("spendmeter: LiteLLM cannot price this response: %s", error)
         return None
-    for key in ("cost_per_second", *_SECOND_RATES):
-        rate = _rate(entry.get(key))
-        if rate is not None:
-            return rate
+
+
+def _context(model: str, provider: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``litellm.completion_cost`` needs to know of the call, as LiteLLM itself passes it."""
+    context: dict[str, Any] = {"model": model, "custom_llm_provider": provider}
+    base_model = base_model_of(kwargs)
+    if base_model is not None:
+        context["base_model"] = base_model
+    tier = kwargs.get("service_tier")
+    if isinstance(tier, str):
+        # As a request parameter: LiteLLM lets the tier the response says it served win.
+        context["optional_params"] = {"service_tier": tier}
+    region = kwargs.get("aws_region_name")
+    if isinstance(region, str):
+        context["region_name"] = region
+    location = kwargs.get("vertex_location")
+    if isinstance(location, str):  # Vertex AI's regional-endpoint uplift
+        context["vertex_location"] = location
+    return context
+
+
+def base_model_of(kwargs: Mapping[str, Any]) -> str | None:
+    """The ``base_model`` a call is priced as: given directly, or in ``model_info`` or the
+    metadata's ``model_info``, which is where the Router and the proxy put a deployment's."""
+    candidates = [kwargs.get("base_model"), _get(kwargs.get("model_info"), "base_model")]
+    metadata = kwargs.get("metadata")
+    candidates.append(_get(_get(metadata, "model_info"), "base_model"))
+    candidates.append(_get(kwargs.get("litellm_params"), "base_model"))
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate:
+            return candidate
     return None
 
 
-def _thresholds(entry: Mapping[str, object]) -> list[tuple[str, float]]:
-    """The long-context thresholds of an entry, lowest first, as (label, tokens)."""
-    found: dict[str, float] = {}
-    for key, value in entry.items():
-        if (
-            value is None
-            or not key.startswith(_THRESHOLD_PREFIXES)
-            or "_tokens" not in key
-            or key.endswith(_NON_STANDARD_SUFFIXES)
-        ):
-            continue
-        label = key.rsplit("_above_", 1)[1].split("_tokens")[0]
-        try:
-            found[label] = float(label.replace("k", "")) * (1000 if "k" in label else 1)
-        except ValueError:
-            continue
-    return sorted(found.items(), key=lambda item: item[1])
+def _priced_model(
+    model: str, provider: str | None, kwargs: Mapping[str, Any], response: Any
+) -> str:
+    """The model LiteLLM priced: the base model, else the model that answered when LiteLLM's
+    map knows it (LiteLLM prices it first), else the model asked for."""
+    base_model = base_model_of(kwargs)
+    if base_model is not None:
+        return base_model
+    answered = _field(response, "model")
+    if isinstance(answered, str) and answered and answered != model:
+        cost_map = litellm.model_cost
+        if answered in cost_map or f"{provider}/{answered}" in cost_map:
+            return answered
+    return model
 
 
-def _tier_rate(
-    entry: Mapping[str, object], rate: str, label: str, below: float | None
-) -> float | None:
-    found = _rate(entry.get(f"{rate}_above_{label}_tokens"))
-    return below if found is None else found
+def _prices_anything(models: tuple[str, ...], provider: str | None) -> bool:
+    return any(_litellm.prices_anything(name, provider) for name in dict.fromkeys(models))
 
 
-def _rate_or(entry: Mapping[str, object], key: str, default: float) -> float:
-    found = _rate(entry.get(key))
-    return default if found is None else found
+def _agrees(split_total: float, total: float) -> bool:
+    return abs(split_total - total) <= _SAME * max(abs(total), 1e-300)
 
 
-def _rate(value: object) -> float | None:
-    """A price from a number or a numeric string (YAML and proxy configs write "3e-7")."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
+def _number(value: object) -> float:
+    found = _litellm.cost_number(value)
+    return 0.0 if found is None else found
 
 
-# --- resolution --------------------------------------------------------------------------
+def _get(source: object, key: str) -> object:
+    return source.get(key) if isinstance(source, Mapping) else None
 
 
-@dataclass(frozen=True, slots=True)
-class _Resolved:
-    price: Price | None
-    # The LiteLLM map entry the price was read from, and a copy of it as read: an entry
-    # changed in place since (litellm.model_cost[key][...] = ...) no longer equals its copy.
-    entry: Mapping[str, object] | None = None
-    snapshot: Mapping[str, object] | None = None
-
-    def is_current(self) -> bool:
-        return self.entry is None or self.entry == self.snapshot
-
-
-class PriceResolver:
-    """Finds the :class:`Price` of a model: user overrides, then LiteLLM's map, else ``None``.
-
-    What a model resolves to is cached per (model, provider) and dropped whenever LiteLLM's
-    map changes (``register_model``, a reload, an added key, an entry edited in place), so
-    a price always reflects the map as it stands at call time. Thread-safe: the worst a race
-    can do is resolve a model twice.
-    """
-
-    def __init__(self, overrides: Mapping[str, Mapping[str, object]] | None = None) -> None:
-        self._overrides = load_overrides(overrides)
-        self._resolved: dict[tuple[str, str | None], _Resolved] = {}
-        self._map_version: tuple[int, int, int] | None = None
-
-    def resolve(self, model: str, provider: str | None) -> Price | None:
-        """The price of ``model`` as called through LiteLLM ``provider``; ``None`` = unpriced."""
-        model_cost = litellm.model_cost
-        version = (id(model_cost), len(model_cost), get_model_cost_mutation_generation())
-        if version != self._map_version or len(self._resolved) > _MAX_CACHED_MODELS:
-            self._resolved = {}
-            self._map_version = version
-        key = (model, provider)
-        resolved = self._resolved.get(key)
-        if resolved is None or not resolved.is_current():
-            resolved = self._resolved[key] = self._resolve(model, provider)
-        return resolved.price
-
-    def for_call(
-        self,
-        model: str,
-        provider: str | None,
-        params: Mapping[str, object],
-        response_model: str | None = None,
-    ) -> Price | None:
-        """The price of one call, in DESIGN.md's order: the user's override for ``model``;
-        then LiteLLM: the call's own custom pricing, the map's price for the model that
-        answered (what ``completion_cost`` prices first), then for the model asked for.
-        """
-        if self._override_name(model, provider) is not None:
-            return self.resolve(model, provider)
-        price = self.per_call(params)
-        if (
-            price is None
-            and response_model
-            and response_model != model
-            # Overrides are keyed by the model asked for; the answer's name only finds
-            # LiteLLM's entry.
-            and self._override_name(response_model, provider) is None
-        ):
-            price = self.resolve(response_model, provider)
-        return price or self.resolve(model, provider)
-
-    def per_call(self, kwargs: Mapping[str, object]) -> Price | None:
-        """The price given to this very call, as in ``completion(..., input_cost_per_token=...)``.
-
-        LiteLLM takes per-call pricing when both token rates or a per-second rate are given;
-        rates not given default as for a map entry (cached tokens at the input rate, ...).
-        """
-        given = (
-            kwargs.get("input_cost_per_token") is not None
-            and kwargs.get("output_cost_per_token") is not None
-        ) or any(kwargs.get(key) is not None for key in _SECOND_RATES)
-        if not given:
-            return None
-        entry = {key: kwargs[key] for key in _PER_CALL_KEYS if kwargs.get(key) is not None}
-        model = kwargs.get("model")
-        return _price_from_entry(model if isinstance(model, str) else "", sc.SOURCE_LITELLM, entry)
-
-    def _resolve(self, model: str, provider: str | None) -> _Resolved:
-        name = self._override_name(model, provider)
-        if name is None:
-            return _litellm_price(model, provider)
-        override = self._overrides[name]
-        rates = {key: value for key, value in override.items() if key != "base_model"}
-        base_model = override.get("base_model")
-        if not isinstance(base_model, str):
-            return _Resolved(_price_from_entry(name, sc.SOURCE_OVERRIDE, rates))
-        base_provider = None if _has_provider_prefix(base_model) else provider
-        key = _litellm_key(base_model, base_provider)
-        entry = None if key is None else litellm.model_cost.get(key)
-        if entry is None:
-            return _Resolved(_price_from_entry(name, sc.SOURCE_OVERRIDE, rates))
-        base = _with_provider_defaults(entry, base_provider)
-        priced_as = _price_from_entry(name, sc.SOURCE_OVERRIDE, {**base, **rates})
-        return _Resolved(priced_as, entry, dict(entry))
-
-    def _override_name(self, model: str, provider: str | None) -> str | None:
-        """The override for ``model``, written with or without its ``provider/`` prefix."""
-        if not self._overrides:
-            return None
-        if model in self._overrides:
-            return model
-        if provider:
-            prefix = f"{provider}/"
-            other = model.removeprefix(prefix) if model.startswith(prefix) else prefix + model
-        elif _has_provider_prefix(model):
-            other = model.split("/", 1)[1]
-        else:
-            return None
-        return other if other in self._overrides else None
-
-
-def _litellm_price(model: str, provider: str | None) -> _Resolved:
-    key = _litellm_key(model, provider)
-    entry = None if key is None else litellm.model_cost.get(key)
-    if key is None or entry is None:
-        return _Resolved(None)
-    priced_as = _with_provider_defaults(entry, provider)
-    return _Resolved(_price_from_entry(key, sc.SOURCE_LITELLM, priced_as), entry, dict(entry))
-
-
-def _with_provider_defaults(
-    entry: Mapping[str, object], provider: str | None
-) -> Mapping[str, object]:
-    """The entry with the rates LiteLLM assumes for a provider (e.g. Fireworks' cache reads)."""
-    called_through = provider or entry.get("litellm_provider")
-    if not isinstance(called_through, str):
-        return entry
-    return apply_provider_cache_read_default(entry, called_through)  # type: ignore[arg-type]
-
-
-def _litellm_key(model: str, provider: str | None) -> str | None:
-    """The key of ``litellm.model_cost`` that LiteLLM's cost calculator reads for this model.
-
-    ``get_model_info`` tries ``provider/model``, the bare model, dated and fine-tuned names,
-    case-insensitively, and checks the entry's provider; it is slow, hence the cache above.
-    """
-    try:
-        info = litellm.get_model_info(model=model, custom_llm_provider=provider)
-    except Exception:  # LiteLLM raises a bare Exception for an unmapped model
-        return None
-    key = info.get("key")
-    return key if isinstance(key, str) else None
-
-
-def _has_provider_prefix(model: str) -> bool:
-    head, slash, _ = model.partition("/")
-    return bool(slash) and head in LlmProvidersSet
+def _field(source: Any, name: str) -> Any:
+    if isinstance(source, Mapping):
+        return source.get(name)
+    return getattr(source, name, None)

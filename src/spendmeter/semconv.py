@@ -23,6 +23,10 @@ GEN_AI_REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
 GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
 GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
 GEN_AI_REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
+# Semconv's names for the service tier; no gen_ai.request.service_tier exists. Set for any
+# provider: LiteLLM's `service_tier` is OpenAI's parameter, whoever serves it.
+OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
+OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
 GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
@@ -47,6 +51,9 @@ SPENDMETER_COST_INPUT: Final = "spendmeter.cost.input"
 SPENDMETER_COST_OUTPUT: Final = "spendmeter.cost.output"
 SPENDMETER_COST_CACHE_READ: Final = "spendmeter.cost.cache_read"
 SPENDMETER_COST_CACHE_WRITE: Final = "spendmeter.cost.cache_write"
+# What is none of the parts above (tools, web search, surcharges, uplifts): the parts always
+# add up to gen_ai.usage.cost.
+SPENDMETER_COST_OTHER: Final = "spendmeter.cost.other"
 SPENDMETER_PRICING_STATUS: Final = "spendmeter.pricing.status"
 SPENDMETER_PRICING_SOURCE: Final = "spendmeter.pricing.source"
 SPENDMETER_PRICING_MODEL: Final = "spendmeter.pricing.model"
@@ -72,6 +79,7 @@ PRICING_ESTIMATED: Final = "estimated"
 PRICING_UNPRICED: Final = "unpriced"
 SOURCE_LITELLM: Final = "litellm"
 SOURCE_OVERRIDE: Final = "override"
+SOURCE_PROVIDER: Final = "provider"  # a cost the provider reported on the response
 TOKEN_TYPE_INPUT: Final = "input"
 TOKEN_TYPE_OUTPUT: Final = "output"
 

@@ -1,0 +1,185 @@
+"""Everything spendmeter reads out of LiteLLM that LiteLLM does not export: kept in one place.
+
+Each private name below is here for one reason, and works on every LiteLLM version the project
+tests (``pyproject.toml``'s floor and the newest):
+
+- ``Logging.set_cost_breakdown`` (``litellm.litellm_core_utils.litellm_logging``): LiteLLM splits
+  the cost of a call into input, output, cache and tool parts while it prices the response, and
+  keeps that split only on its per-call logging object, which the caller never sees. Wrapping
+  the method records each split under the call's ``litellm_call_id`` (which the response
+  carries), so the parts of a span are LiteLLM's own, at no extra pricing work per call.
+- ``Logging`` itself: when a response carries no cost of LiteLLM's (a stream that ended early, an
+  assembled stream), ``litellm.completion_cost`` is handed a fresh logging object so that it
+  leaves its split there too: one calculator call gives both the total and its parts.
+- ``apply_provider_cache_read_default`` (``litellm.litellm_core_utils.llm_cost_calc.utils``): an
+  override that names a ``base_model`` and rates of its own is priced by spendmeter on the base
+  model's entry as LiteLLM reads it, provider defaults included (e.g. Fireworks' cache reads).
+- ``get_model_cost_mutation_generation`` (``litellm.utils``): counts in-place edits of LiteLLM's
+  price map, so that an override's cached base entry is read again after ``register_model``.
+- ``_cost_map_entry_prices_anything`` (``litellm.cost_calculator``): LiteLLM answers 0.0 for a
+  model whose map entry has no price field at all; this is LiteLLM's own test of whether an entry
+  prices anything, which tells such a 0.0 (unpriced) from a model priced at zero (free).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import litellm
+import wrapt
+from litellm.cost_calculator import _cost_map_entry_prices_anything
+from litellm.litellm_core_utils.litellm_logging import Logging
+from litellm.litellm_core_utils.llm_cost_calc.utils import (
+    apply_provider_cache_read_default as apply_provider_cache_read_default,
+)
+from litellm.utils import get_model_cost_mutation_generation
+from opentelemetry.instrumentation.utils import unwrap
+
+# How a proxy (or a provider LiteLLM knows reports its own cost) states the cost of a response:
+# LiteLLM keeps the provider's headers in `_hidden_params["additional_headers"]` with this prefix.
+RESPONSE_COST_HEADER = "llm_provider-x-litellm-response-cost"
+# Newer LiteLLM writes its own bill into a stream's `usage.cost` and moves the upstream's figure
+# here; its presence says whether `usage.cost` is the provider's.
+UPSTREAM_USAGE_COST = "upstream_usage_cost"
+# Providers whose `usage.cost` LiteLLM does not take as their bill (it prices their usage fields).
+_COST_NOT_BILLED = frozenset({"xai", "perplexity", "opencode_go"})
+# Splits not yet read (calls spendmeter did not finish, LiteLLM's own re-pricing) are dropped
+# past this many, so that memory stays bounded.
+_MAX_PENDING = 1024
+
+
+class BreakdownCapture:
+    """LiteLLM's cost splits, by ``litellm_call_id``, from the moment LiteLLM makes them."""
+
+    def __init__(self) -> None:
+        self._splits: dict[str, Mapping[str, Any]] = {}
+        self._installed = False
+
+    def install(self) -> None:
+        if not self._installed:
+            wrapt.wrap_function_wrapper(Logging, "set_cost_breakdown", self._record)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            unwrap(Logging, "set_cost_breakdown")
+            self._installed = False
+            self._splits.clear()
+
+    def _record(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        try:
+            split = instance.cost_breakdown
+            call_id = instance.litellm_call_id
+            if isinstance(split, Mapping) and isinstance(call_id, str):
+                if len(self._splits) >= _MAX_PENDING:
+                    self._splits.clear()
+                self._splits[call_id] = split
+        except Exception:  # never break LiteLLM's own pricing
+            pass
+        return result
+
+    def take(self, call_id: object) -> Mapping[str, Any] | None:
+        """The split LiteLLM last made for this call, removed: each is read once."""
+        if not isinstance(call_id, str):
+            return None
+        return self._splits.pop(call_id, None)
+
+
+def map_generation() -> int:
+    return int(get_model_cost_mutation_generation())
+
+
+def hidden_params(response: object) -> Mapping[str, Any] | None:
+    # Read pydantic's private dict directly: `response._hidden_params` goes through pydantic's
+    # __getattr__, which costs more than the rest of reading the figure.
+    private = getattr(response, "__pydantic_private__", None)
+    if isinstance(private, dict):
+        hidden = private.get("_hidden_params")
+    else:
+        hidden = getattr(response, "_hidden_params", None)
+    return hidden if isinstance(hidden, Mapping) else None
+
+
+def cost_number(value: object) -> float | None:
+    """A cost from a number or a numeric string (headers are strings); ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def provider_reported_cost(
+    response: object, provider: str | None, *, usage_cost: bool = True
+) -> float | None:
+    """What the provider (or a LiteLLM proxy in front of it) said this response cost.
+
+    ``usage_cost=False`` reads only what cannot be LiteLLM's own figure: the cost header, and
+    the upstream's ``usage.cost`` where LiteLLM set it aside.
+    """
+    hidden = hidden_params(response)
+    if hidden is not None:
+        headers = hidden.get("additional_headers")
+        if isinstance(headers, Mapping) and RESPONSE_COST_HEADER in headers:
+            return cost_number(headers[RESPONSE_COST_HEADER])
+        if UPSTREAM_USAGE_COST in hidden:
+            return cost_number(hidden[UPSTREAM_USAGE_COST])
+    if not usage_cost or provider in _COST_NOT_BILLED:
+        return None
+    usage = response.get("usage") if isinstance(response, Mapping) else None
+    if usage is None:
+        usage = getattr(response, "usage", None)
+    cost = usage.get("cost") if isinstance(usage, Mapping) else getattr(usage, "cost", None)
+    return cost_number(cost)
+
+
+def stream_logging_obj(stream: object) -> object:
+    """The logging object of a LiteLLM stream (text completions wrap a chat stream): it holds the
+    stream's ``litellm_call_id``, under which LiteLLM's split of the stream's cost is captured."""
+    found = getattr(stream, "logging_obj", None)
+    if found is None:
+        found = getattr(getattr(stream, "completion_stream", None), "logging_obj", None)
+    return found
+
+
+def completion_cost_with_split(
+    response: object, call_type: str, **context: Any
+) -> tuple[float, Mapping[str, Any] | None]:
+    """``litellm.completion_cost`` for the response, and the split it made on the way."""
+    logging_obj = Logging(
+        model=str(context.get("model") or ""),
+        messages=[],
+        stream=False,
+        call_type=call_type,
+        start_time=datetime.datetime.now(),
+        litellm_call_id="spendmeter-pricing",
+        function_id="spendmeter-pricing",
+    )
+    total = litellm.completion_cost(
+        completion_response=response,
+        call_type=call_type,
+        litellm_logging_obj=logging_obj,
+        **context,
+    )
+    split = logging_obj.cost_breakdown
+    return float(total), split if isinstance(split, Mapping) else None
+
+
+def prices_anything(model: str, provider: str | None) -> bool:
+    """Whether LiteLLM's map entry for the model has any price field (0 included)."""
+    try:
+        info = litellm.get_model_info(model=model, custom_llm_provider=provider)
+    except Exception:  # LiteLLM raises a bare Exception for an unmapped model
+        return False
+    key = info.get("key")
+    entry = litellm.model_cost.get(key) if isinstance(key, str) else None
+    return isinstance(entry, Mapping) and bool(_cost_map_entry_prices_anything(entry))
