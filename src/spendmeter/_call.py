@@ -24,9 +24,10 @@ from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
 
-from spendmeter import _attributes
+from spendmeter import _attributes, _neighbours
 from spendmeter import semconv as sc
 from spendmeter._estimate import worst_case_cost
 from spendmeter._listeners import SpendListener, budgets_of
@@ -134,6 +135,18 @@ class Telemetry:
         self.capture_content = capture_content
         self._models: dict[tuple[Any, ...], ModelInfo] = {}
         self._warned_unpriced: set[str] = set()
+        self._signals = _neighbours.suppression_signals()
+        # Looked for at the first call, not at instrument time: under opentelemetry-instrument
+        # the other instrumentations may load after spendmeter.
+        self._looked_for_neighbours = False
+
+    def call_context(self, span: Span) -> Context:
+        """The context a call runs in: its span current, other GenAI instrumentations of the
+        provider SDKs that LiteLLM calls told to step aside."""
+        if not self._looked_for_neighbours:
+            self._looked_for_neighbours = True
+            guarded("looking for other GenAI instrumentations", _neighbours.warn_about_neighbours)
+        return _neighbours.call_context(span, self._signals)
 
     # --- per-model cache ------------------------------------------------------------------
     def model_info(self, operation: str, params: Mapping[str, Any]) -> ModelInfo:
@@ -357,8 +370,12 @@ class Call:
         CURRENT_CALL.reset(self._current)
 
     def activate(self) -> None:
-        if self.traced:
-            self._active = otel_context.attach(trace.set_span_in_context(self.span))
+        self._active = self.attach()
+
+    def attach(self) -> object | None:
+        """Run code in the call's context until ``otel_context.detach`` of the token returned
+        (``None``: nothing to detach, the call is not traced)."""
+        return otel_context.attach(self.telemetry.call_context(self.span)) if self.traced else None
 
     def deactivate(self) -> None:
         """Make the span no longer current; a no-op once done."""

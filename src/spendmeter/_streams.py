@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import wrapt
+from opentelemetry import context as otel_context
 
 from spendmeter import semconv as sc
 from spendmeter._attributes import field
@@ -121,7 +122,7 @@ class TracedStream(wrapt.ObjectProxy):
 
     def __next__(self) -> Any:
         try:
-            chunk = self.__wrapped__.__next__()
+            chunk = self.__wrapped__.__next__() if self._self_seen.chunks else self._self_first()
         except StopIteration:
             self._self_finish(None)
             raise
@@ -152,7 +153,10 @@ class TracedStream(wrapt.ObjectProxy):
 
     async def __anext__(self) -> Any:
         try:
-            chunk = await self.__wrapped__.__anext__()
+            if self._self_seen.chunks:
+                chunk = await self.__wrapped__.__anext__()
+            else:
+                chunk = await self._self_afirst()
         except StopAsyncIteration:
             await self._self_afinish(None)
             raise
@@ -179,6 +183,26 @@ class TracedStream(wrapt.ObjectProxy):
 
     def __del__(self) -> None:
         self._self_finish(None)
+
+    # --- until the first chunk ------------------------------------------------------------
+    # LiteLLM may make the provider SDK's call only when the first chunk is asked for: it runs
+    # in the call's context, so that other GenAI instrumentations step aside for it as they do
+    # inside the call (and an HTTP span is the call's child). Later chunks cost no context.
+    def _self_first(self) -> Any:
+        token = self._self_call.attach()
+        try:
+            return self.__wrapped__.__next__()
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    async def _self_afirst(self) -> Any:
+        token = self._self_call.attach()
+        try:
+            return await self.__wrapped__.__anext__()
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     # --- bookkeeping ----------------------------------------------------------------------
     def _self_finish(self, error: BaseException | None) -> None:
