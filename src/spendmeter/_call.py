@@ -102,7 +102,7 @@ class ModelInfo:
     # attributes when the call has no optional request attributes.
     start: tuple[Mapping[str, Any], Mapping[str, Any]]
     input_tokens: Mapping[str, Any]  # base + gen_ai.token.type=input
-    output_tokens: Mapping[str, Any]
+    output_tokens: Mapping[str, Any] | None  # None for embeddings: semconv has no output count
     unpriced: Mapping[str, Any]  # model + provider
 
 
@@ -181,7 +181,11 @@ class Telemetry:
                 {**base, sc.GEN_AI_REQUEST_STREAM: True},
             ),
             input_tokens={**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT},
-            output_tokens={**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT},
+            output_tokens=(
+                None
+                if operation == sc.OPERATION_EMBEDDINGS
+                else {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
+            ),
             unpriced={
                 sc.GEN_AI_REQUEST_MODEL: model_name,
                 sc.GEN_AI_PROVIDER_NAME: base[sc.GEN_AI_PROVIDER_NAME],
@@ -614,7 +618,7 @@ class Call:
         if first_chunk_delay is not None:
             found[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_delay
         if usage is not None:
-            add_usage_attributes(found, usage)
+            add_usage_attributes(found, usage, outputs=self.info.output_tokens is not None)
         add_pricing_attributes(found, pricing)
         span.set_attributes(found)
 
@@ -633,7 +637,8 @@ class Call:
             instruments.time_to_first_chunk.record(first_chunk_delay, info.base)
         if usage is not None:
             instruments.token_usage.record(usage.input_tokens, info.input_tokens)
-            instruments.token_usage.record(usage.output_tokens, info.output_tokens)
+            if info.output_tokens is not None:
+                instruments.token_usage.record(usage.output_tokens, info.output_tokens)
         if pricing.total is not None:
             # In the span's context, so the cost point can carry an exemplar with its trace:
             # what links a spike on a dashboard to the calls that made it.
@@ -700,9 +705,10 @@ def _carrying(exceeded: BudgetExceededError | None, response: Any) -> BudgetExce
     return exceeded
 
 
-def add_usage_attributes(found: dict[str, Any], usage: TokenUsage) -> None:
+def add_usage_attributes(found: dict[str, Any], usage: TokenUsage, *, outputs: bool) -> None:
     found[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-    found[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    if outputs:
+        found[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
     if usage.cache_read_tokens:
         found[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:

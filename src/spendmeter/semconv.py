@@ -111,6 +111,11 @@ PROVIDER_NAMES: Final[dict[str, str]] = {
 }
 
 # --- metrics -------------------------------------------------------------------------------
+# The instrumentation scope of spendmeter's spans and call metrics (the module that was its
+# `__name__` when the name was first published). Public: Prometheus exporters label every series
+# with it (`otel_scope_name`), and the dashboards and alert rules select spendmeter's own
+# gen_ai.client.* series by it, apart from another instrumentation's same-named ones.
+INSTRUMENTATION_SCOPE: Final = "spendmeter.instrumentor"
 METRIC_COST: Final = "gen_ai.client.cost"
 METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
