@@ -106,6 +106,12 @@ class ModelInfo:
     unpriced: Mapping[str, Any]  # model + provider
 
 
+_OUTPUT_TYPES = {
+    sc.OPERATION_IMAGE_GENERATION: sc.OUTPUT_TYPE_IMAGE,
+    sc.OPERATION_SPEECH: sc.OUTPUT_TYPE_SPEECH,
+}
+
+
 class Pricing(NamedTuple):  # a tuple: made on every call, and cheap to make
     status: str
     total: float | None = None
@@ -126,12 +132,14 @@ class Telemetry:
         tracer_provider: Any = None,
         metadata_keys: tuple[str, ...] = (),
         capture_content: bool = False,
+        conversation_id_key: str | None = None,
     ) -> None:
         self.tracer = tracer
         self.tracer_provider = tracer_provider  # None: the global provider, read at call time
         self.instruments = instruments
         self.resolver = resolver
         self.metadata_keys = metadata_keys
+        self.conversation_id_key = conversation_id_key
         self.capture_content = capture_content
         self._models: dict[tuple[Any, ...], ModelInfo] = {}
         self._warned_unpriced: set[str] = set()
@@ -171,14 +179,17 @@ class Telemetry:
             sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_NAMES.get(provider, provider),
             sc.GEN_AI_REQUEST_MODEL: model_name,
         }
+        # Spans only: the output type an image or speech call asks for, whatever its format.
+        output_type = _OUTPUT_TYPES.get(operation)
+        output = {sc.GEN_AI_OUTPUT_TYPE: output_type} if output_type else {}
         return ModelInfo(
             model=model_name,
             provider=provider,
             span_name=f"{operation} {model_name}",
             base=base,
             start=(
-                {**base, sc.GEN_AI_REQUEST_STREAM: False},
-                {**base, sc.GEN_AI_REQUEST_STREAM: True},
+                {**base, **output, sc.GEN_AI_REQUEST_STREAM: False},
+                {**base, **output, sc.GEN_AI_REQUEST_STREAM: True},
             ),
             input_tokens={**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT},
             output_tokens=(
@@ -255,6 +266,7 @@ class Telemetry:
             params,
             self.metadata_keys,
             self.capture_content,
+            self.conversation_id_key,
         )
         if optional:
             attributes = {**attributes, **optional}

@@ -17,7 +17,7 @@ import wrapt
 from opentelemetry import context as otel_context
 
 from spendmeter import semconv as sc
-from spendmeter._attributes import field
+from spendmeter._attributes import field, output_message
 from spendmeter._call import Call, Outcome, guarded
 from spendmeter._estimate import prompt_tokens
 from spendmeter._usage import TokenUsage, token_usage
@@ -88,6 +88,15 @@ class _Seen:
         status = field(response, "status")
         if status:
             self.finish_reasons.append(str(status))
+
+    def reasoning(self) -> str:
+        """The streamed reasoning content, put together when content is captured."""
+        return "".join(
+            reasoning
+            for chunk in self.chunks
+            for choice in field(chunk, "choices") or ()
+            if isinstance(reasoning := field(field(choice, "delta"), "reasoning_content"), str)
+        )
 
     def text(self) -> str:
         """The streamed text, put together on first use: only when needed (no usage came, or
@@ -310,9 +319,8 @@ def _response_attributes(seen: _Seen, capture_content: bool) -> dict[str, Any]:
         found[sc.GEN_AI_RESPONSE_MODEL] = seen.response_model
     if seen.finish_reasons:
         found[sc.GEN_AI_RESPONSE_FINISH_REASONS] = seen.finish_reasons
-    text = seen.text() if capture_content else ""
-    if text:
-        found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
-            [{"role": "assistant", "content": text}], ensure_ascii=False
-        )
+    if capture_content and seen.chunks:
+        reason = seen.finish_reasons[0] if seen.finish_reasons else None
+        message = output_message("assistant", seen.text(), seen.reasoning(), None, reason)
+        found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps([message], ensure_ascii=False)
     return found

@@ -250,6 +250,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             tracer_provider=tracer_provider,
             metadata_keys=settings.metadata_keys,
             capture_content=settings.capture_content,
+            conversation_id_key=settings.conversation_id_key,
         )
         self._telemetry = telemetry
         patches = self._patches = _Patches()
