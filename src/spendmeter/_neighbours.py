@@ -71,10 +71,15 @@ def suppression_signals() -> Mapping[str, object]:
     return {TRACELOOP_SUPPRESS_KEY: True, **_util_genai_signals()}
 
 
+# The key the API keeps the current span under, read once from the public function that sets
+# it: a call's context is then built in one copy of the current one, as the span alone is.
+(_SPAN_KEY,) = trace.set_span_in_context(trace.INVALID_SPAN, Context())
+
+
 def call_context(span: Span, signals: Mapping[str, object]) -> Context:
-    """The context a call runs in: its span current, other GenAI instrumentations stepping aside.
-    One copy of the current context more than the span alone costs (see README)."""
-    return trace.set_span_in_context(span, Context({**otel_context.get_current(), **signals}))
+    """The context a call runs in: its span current, other GenAI instrumentations stepping
+    aside (``trace.set_span_in_context`` with the signals, in one copy)."""
+    return Context({**otel_context.get_current(), **signals, _SPAN_KEY: span})
 
 
 @dataclass(frozen=True, slots=True)
