@@ -2,6 +2,10 @@
 ``opentelemetry-instrument`` and kept alive, so Prometheus can scrape the OpenTelemetry
 Prometheus exporter between the rounds and after them.
 
+Beside spendmeter, it records the same calls again as another GenAI instrumentation would (a
+provider-SDK one that does not step aside): same-named ``gen_ai.client.*`` metrics from another
+instrumentation scope, which the dashboards and alert rules must not count.
+
 Protocol, one line each way:
   stdout  ``ops_app {json}`` after each round: every LLM span so far, as the test needs it
   stdin   a line asks for the second round; end of input ends the process
@@ -15,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,6 +28,7 @@ from spendmeter import semconv as sc
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
 REPORT_PREFIX = "ops_app "
+OTHER_SCOPE = "another.genai.instrumentation"
 
 
 def call_record(span: ReadableSpan) -> dict[str, Any]:
@@ -39,13 +44,40 @@ def call_record(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-def report(spans: InMemorySpanExporter) -> None:
+def report(spans: InMemorySpanExporter) -> list[dict[str, Any]]:
     calls = [
         call_record(span)
         for span in spans.get_finished_spans()
         if sc.GEN_AI_OPERATION_NAME in (span.attributes or {})
     ]
     print(REPORT_PREFIX + json.dumps({"calls": calls}), flush=True)
+    return calls
+
+
+class AnotherInstrumentation:
+    """Records each call again under another scope, with the same metric names and labels."""
+
+    def __init__(self) -> None:
+        meter = metrics.get_meter(OTHER_SCOPE)
+        self.duration = meter.create_histogram(sc.METRIC_OPERATION_DURATION, unit="s")
+        self.tokens = meter.create_histogram(sc.METRIC_TOKEN_USAGE, unit="{token}")
+        self.cost = meter.create_counter(sc.METRIC_COST, unit="USD")
+        self.recorded = 0
+
+    def record(self, calls: list[dict[str, Any]]) -> None:
+        for call in calls[self.recorded :]:
+            labels = {
+                sc.GEN_AI_REQUEST_MODEL: call["model"],
+                sc.GEN_AI_PROVIDER_NAME: call["provider"],
+            }
+            self.duration.record(0.5, labels)
+            for kind in ("input", "output"):
+                tokens = call[f"{kind}_tokens"]
+                if tokens is not None:
+                    self.tokens.record(tokens, {**labels, sc.GEN_AI_TOKEN_TYPE: kind})
+            if call["cost"] is not None:
+                self.cost.add(call["cost"], labels)
+        self.recorded = len(calls)
 
 
 def main() -> None:
@@ -53,12 +85,13 @@ def main() -> None:
     # account of what it spent, to hold the Prometheus numbers against.
     spans = InMemorySpanExporter()
     trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(spans))
+    other = AnotherInstrumentation()
     demo = runpy.run_path(str(DEMO), run_name="spendmeter_demo")
     demo["main"]()
-    report(spans)
+    other.record(report(spans))
     sys.stdin.readline()
     demo["main"]()
-    report(spans)
+    other.record(report(spans))
     sys.stdin.read()  # until the test closes stdin: the exporter serves only while we live
 
 

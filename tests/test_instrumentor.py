@@ -346,7 +346,8 @@ def test_streamed_content_is_recorded_whole_when_asked(
     attributes = telemetry.span().attributes
     output = json.loads(attributes[sc.GEN_AI_OUTPUT_MESSAGES])
     assert len(chunks) > 2
-    assert output == [{"role": "assistant", "content": ANSWER}]
+    parts = [{"type": "text", "content": ANSWER}]
+    assert output == [{"role": "assistant", "parts": parts, "finish_reason": "stop"}]
     # Without usage, the same text is counted locally as well.
     assert attributes[sc.SPENDMETER_PRICING_STATUS] == status
     assert attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == litellm.token_counter(

@@ -32,6 +32,8 @@ from typing import IO, Any
 import pytest
 import yaml
 
+from spendmeter import semconv as sc
+
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = json.loads((ROOT / "dashboards" / "spendmeter.json").read_text())
 ALERTS = ROOT / "dashboards" / "alerts.yaml"
@@ -42,6 +44,7 @@ RULES = {
 }
 APP = Path(__file__).with_name("ops_app.py")
 REPORT_PREFIX = "ops_app "
+OTHER_SCOPE = "another.genai.instrumentation"  # tests/ops_app.py records as it
 SERVICE_NAME = "spendmeter-ops-test"
 BUDGET_USD = 0.00001  # far below what the demo spends: the budget ends exhausted
 WAIT_S = 30.0
@@ -460,11 +463,25 @@ def label_values(run: Run, variable: str) -> set[str]:
     (query,) = (
         v["query"]["query"] for v in DASHBOARD["templating"]["list"] if v["name"] == variable
     )
-    match = re.fullmatch(r"label_values\((?:(\w+), )?(\w+)\)", query)
+    match = re.fullmatch(r"label_values\((?:(\w+(?:\{[^}]*\})?), )?(\w+)\)", query)
     assert match, query
     metric, label = match.groups()
     params = {"match[]": metric} if metric else {}
     return set(run.prometheus.api(f"label/{label}/values", **params))
+
+
+def test_another_instrumentations_series_are_there_to_be_left_out(run: Run) -> None:
+    """The app records each call again under another scope (tests/ops_app.py): the panels
+    above equal spendmeter's own numbers although these same-named series are scraped."""
+    for metric in (
+        "gen_ai_client_cost_USD_total",
+        "gen_ai_client_operation_duration_seconds_count",
+        "gen_ai_client_token_usage_sum",
+    ):
+        other = run.query(f'sum({metric}{{otel_scope_name="{OTHER_SCOPE}"}})')
+        ours = run.query(f'sum({metric}{{otel_scope_name="{sc.INSTRUMENTATION_SCOPE}"}})')
+        assert single(ours) > 0, metric
+        assert single(other) == approx(single(ours)), metric
 
 
 def test_dashboard_variables_offer_the_app(run: Run) -> None:

@@ -42,8 +42,16 @@ _OPTIONAL_PARAMS = frozenset(
         "api_base",
         "base_url",
         "service_tier",
+        "response_format",
+        "dimensions",
     )
 )
+# response_format types (OpenAI's, which LiteLLM takes for every provider) -> gen_ai.output.type.
+_OUTPUT_TYPES = {
+    "text": sc.OUTPUT_TYPE_TEXT,
+    "json_object": sc.OUTPUT_TYPE_JSON,
+    "json_schema": sc.OUTPUT_TYPE_JSON,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +124,13 @@ def server_attributes(url: str) -> tuple[tuple[str, AttributeValue], ...]:
 
 
 def request_attributes(
-    params: Mapping[str, Any], metadata_keys: Sequence[str], capture_content: bool
+    params: Mapping[str, Any],
+    metadata_keys: Sequence[str],
+    capture_content: bool,
+    conversation_id_key: str | None = None,
 ) -> Attributes:
-    """Optional request attributes: sampling parameters, user, metadata, server, content."""
+    """Optional request attributes: sampling parameters, output type, user, metadata,
+    conversation, server, content."""
     attributes: Attributes = {}
     if not capture_content and params.keys().isdisjoint(_OPTIONAL_PARAMS):
         return attributes
@@ -138,6 +150,12 @@ def request_attributes(
     encoding = _strings(params.get("encoding_format"))
     if encoding:
         attributes[sc.GEN_AI_REQUEST_ENCODING_FORMATS] = encoding
+    output_type = _output_type(params.get("response_format"))
+    if output_type is not None:
+        attributes[sc.GEN_AI_OUTPUT_TYPE] = output_type
+    dimensions = _number(params.get("dimensions"))
+    if isinstance(dimensions, int) and dimensions > 0:
+        attributes[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
     user = params.get("user")
     if isinstance(user, str) and user:
         attributes[sc.USER_ID] = user
@@ -146,6 +164,10 @@ def request_attributes(
         attributes[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
     if metadata_keys:
         attributes.update(metadata_attributes(params.get("metadata"), metadata_keys))
+    if conversation_id_key is not None:
+        conversation = _conversation_id(params.get("metadata"), conversation_id_key)
+        if conversation is not None:
+            attributes[sc.GEN_AI_CONVERSATION_ID] = conversation
     api_base = params.get("api_base") or params.get("base_url")
     if isinstance(api_base, str):
         attributes.update(server_attributes(api_base))
@@ -153,7 +175,42 @@ def request_attributes(
         content = params.get("messages") or params.get("prompt") or params.get("input")
         if content is not None:
             attributes[sc.GEN_AI_INPUT_MESSAGES] = _json(content)
+        tools = params.get("tools")
+        if isinstance(tools, list) and tools:
+            attributes[sc.GEN_AI_TOOL_DEFINITIONS] = _json([_tool_definition(t) for t in tools])
     return attributes
+
+
+def _output_type(response_format: Any) -> str | None:
+    """``gen_ai.output.type`` of a ``response_format``: a dict with a ``type``, or a pydantic
+    model class (LiteLLM turns it into a JSON schema)."""
+    if isinstance(response_format, Mapping):
+        return _OUTPUT_TYPES.get(response_format.get("type"))  # type: ignore[arg-type]
+    if isinstance(response_format, type) and hasattr(response_format, "model_json_schema"):
+        return sc.OUTPUT_TYPE_JSON
+    return None
+
+
+def _conversation_id(metadata: Any, key: str) -> str | None:
+    if not isinstance(metadata, Mapping):
+        return None
+    value = metadata.get(key)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value) or None
+
+
+def _tool_definition(tool: Any) -> Any:
+    """An OpenAI-style tool (``{"type": "function", "function": {...}}``) in semconv's flat
+    shape (type, name, description, parameters); any other tool as given."""
+    function = tool.get("function") if isinstance(tool, Mapping) else None
+    if not isinstance(function, Mapping):
+        return tool
+    definition = {"type": tool.get("type", "function"), "name": function.get("name")}
+    for name in ("description", "parameters"):
+        if function.get(name) is not None:
+            definition[name] = function[name]
+    return definition
 
 
 def metadata_attributes(metadata: Any, keys: Sequence[str]) -> Attributes:
@@ -183,6 +240,9 @@ def response_attributes(response: Any, capture_content: bool) -> Attributes:
     tier = field(response, "service_tier")  # a pydantic extra field when the provider sent it
     if isinstance(tier, str) and tier:
         attributes[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
+    dimensions = _embedding_dimensions(field(response, "data"))
+    if dimensions is not None:
+        attributes[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
     choices = field(response, "choices")
     if isinstance(choices, list) and choices:
         reasons = [
@@ -195,14 +255,52 @@ def response_attributes(response: Any, capture_content: bool) -> Attributes:
     return attributes
 
 
-def _choice_output(choice: Any) -> Any:
-    message = getattr(choice, "message", None)
-    if message is not None:
-        return {
-            "role": getattr(message, "role", None),
-            "content": getattr(message, "content", None),
-        }
-    return {"content": getattr(choice, "text", None)}
+def _embedding_dimensions(data: Any) -> int | None:
+    """The length of the returned vectors (not of base64 ones, which are strings)."""
+    if not isinstance(data, list) or not data:
+        return None
+    vector = field(data[0], "embedding")
+    return len(vector) if isinstance(vector, list) and vector else None
+
+
+def _choice_output(choice: Any) -> dict[str, Any]:
+    finish_reason = field(choice, "finish_reason")
+    message = field(choice, "message")
+    if message is None:  # a text completion's choice
+        return output_message(None, field(choice, "text"), None, None, finish_reason)
+    return output_message(
+        field(message, "role"),
+        field(message, "content"),
+        field(message, "reasoning_content"),
+        field(message, "tool_calls"),
+        finish_reason,
+    )
+
+
+def output_message(
+    role: Any, text: Any, reasoning: Any, tool_calls: Any, finish_reason: Any
+) -> dict[str, Any]:
+    """One output message in semconv's schema: reasoning, text and tool calls as parts."""
+    parts: list[dict[str, Any]] = []
+    if isinstance(reasoning, str) and reasoning:
+        parts.append({"type": "reasoning", "content": reasoning})
+    if isinstance(text, str) and text:
+        parts.append({"type": "text", "content": text})
+    for call in tool_calls if isinstance(tool_calls, list) else ():
+        function = field(call, "function")
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": field(call, "id"),
+                "name": field(function, "name"),
+                "arguments": field(function, "arguments"),
+            }
+        )
+    message: dict[str, Any] = {"role": role if isinstance(role, str) else "assistant"}
+    message["parts"] = parts
+    if finish_reason:
+        message["finish_reason"] = str(finish_reason)
+    return message
 
 
 def _json(value: Any) -> str:

@@ -24,9 +24,10 @@ from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
 
-from spendmeter import _attributes
+from spendmeter import _attributes, _neighbours
 from spendmeter import semconv as sc
 from spendmeter._estimate import worst_case_cost
 from spendmeter._listeners import SpendListener, budgets_of
@@ -101,8 +102,14 @@ class ModelInfo:
     # attributes when the call has no optional request attributes.
     start: tuple[Mapping[str, Any], Mapping[str, Any]]
     input_tokens: Mapping[str, Any]  # base + gen_ai.token.type=input
-    output_tokens: Mapping[str, Any]
+    output_tokens: Mapping[str, Any] | None  # None for embeddings: semconv has no output count
     unpriced: Mapping[str, Any]  # model + provider
+
+
+_OUTPUT_TYPES = {
+    sc.OPERATION_IMAGE_GENERATION: sc.OUTPUT_TYPE_IMAGE,
+    sc.OPERATION_SPEECH: sc.OUTPUT_TYPE_SPEECH,
+}
 
 
 class Telemetry:
@@ -115,15 +122,29 @@ class Telemetry:
         tracer_provider: Any = None,
         metadata_keys: tuple[str, ...] = (),
         capture_content: bool = False,
+        conversation_id_key: str | None = None,
     ) -> None:
         self.tracer = tracer
         self.tracer_provider = tracer_provider  # None: the global provider, read at call time
         self.instruments = instruments
         self.pricer = pricer
         self.metadata_keys = metadata_keys
+        self.conversation_id_key = conversation_id_key
         self.capture_content = capture_content
         self._models: dict[tuple[Any, ...], ModelInfo] = {}
         self._warned_unpriced: set[str] = set()
+        self._signals = _neighbours.suppression_signals()
+        # Looked for at the first call, not at instrument time: under opentelemetry-instrument
+        # the other instrumentations may load after spendmeter.
+        self._looked_for_neighbours = False
+
+    def call_context(self, span: Span) -> Context:
+        """The context a call runs in: its span current, other GenAI instrumentations of the
+        provider SDKs that LiteLLM calls told to step aside."""
+        if not self._looked_for_neighbours:
+            self._looked_for_neighbours = True
+            guarded("looking for other GenAI instrumentations", _neighbours.warn_about_neighbours)
+        return _neighbours.call_context(span, self._signals)
 
     # --- per-model cache ------------------------------------------------------------------
     def model_info(self, operation: str, params: Mapping[str, Any]) -> ModelInfo:
@@ -148,17 +169,24 @@ class Telemetry:
             sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_NAMES.get(provider, provider),
             sc.GEN_AI_REQUEST_MODEL: model_name,
         }
+        # Spans only: the output type an image or speech call asks for, whatever its format.
+        output_type = _OUTPUT_TYPES.get(operation)
+        output = {sc.GEN_AI_OUTPUT_TYPE: output_type} if output_type else {}
         return ModelInfo(
             model=model_name,
             provider=provider,
             span_name=f"{operation} {model_name}",
             base=base,
             start=(
-                {**base, sc.GEN_AI_REQUEST_STREAM: False},
-                {**base, sc.GEN_AI_REQUEST_STREAM: True},
+                {**base, **output, sc.GEN_AI_REQUEST_STREAM: False},
+                {**base, **output, sc.GEN_AI_REQUEST_STREAM: True},
             ),
             input_tokens={**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT},
-            output_tokens={**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT},
+            output_tokens=(
+                None
+                if operation == sc.OPERATION_EMBEDDINGS
+                else {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
+            ),
             unpriced={
                 sc.GEN_AI_REQUEST_MODEL: model_name,
                 sc.GEN_AI_PROVIDER_NAME: base[sc.GEN_AI_PROVIDER_NAME],
@@ -229,6 +257,7 @@ class Telemetry:
             params,
             self.metadata_keys,
             self.capture_content,
+            self.conversation_id_key,
         )
         if optional:
             attributes = {**attributes, **optional}
@@ -334,8 +363,12 @@ class Call:
         CURRENT_CALL.reset(self._current)
 
     def activate(self) -> None:
-        if self.traced:
-            self._active = otel_context.attach(trace.set_span_in_context(self.span))
+        self._active = self.attach()
+
+    def attach(self) -> object | None:
+        """Run code in the call's context until ``otel_context.detach`` of the token returned
+        (``None``: nothing to detach, the call is not traced)."""
+        return otel_context.attach(self.telemetry.call_context(self.span)) if self.traced else None
 
     def deactivate(self) -> None:
         """Make the span no longer current; a no-op once done."""
@@ -389,9 +422,6 @@ class Call:
             operation,
             self.params,
         )
-
-    def is_embedding(self) -> bool:
-        return self.info.base[sc.GEN_AI_OPERATION_NAME] == sc.OPERATION_EMBEDDINGS
 
     def _tell_failed(self) -> None:
         for budget in self.budgets:
@@ -575,7 +605,7 @@ class Call:
         if first_chunk_delay is not None:
             found[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_delay
         if usage is not None:
-            add_usage_attributes(found, usage, output=not self.is_embedding())
+            add_usage_attributes(found, usage, output=self.info.output_tokens is not None)
         add_pricing_attributes(found, pricing)
         span.set_attributes(found)
 
@@ -594,7 +624,7 @@ class Call:
             instruments.time_to_first_chunk.record(first_chunk_delay, info.base)
         if usage is not None:
             instruments.token_usage.record(usage.input_tokens, info.input_tokens)
-            if not self.is_embedding():  # an embedding has no output tokens (DESIGN.md 3)
+            if info.output_tokens is not None:  # None for an embedding (DESIGN.md 3)
                 instruments.token_usage.record(usage.output_tokens, info.output_tokens)
         if pricing.total is not None:
             # In the span's context, so the cost point can carry an exemplar with its trace:

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import wrapt
+from opentelemetry import context as otel_context
 
 from spendmeter import semconv as sc
-from spendmeter._attributes import field
+from spendmeter._attributes import field, output_message
 from spendmeter._call import Call, Outcome, guarded
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
@@ -90,6 +91,15 @@ class _Seen:
         if status:
             self.finish_reasons.append(str(status))
 
+    def reasoning(self) -> str:
+        """The streamed reasoning content, put together when content is captured."""
+        return "".join(
+            reasoning
+            for chunk in self.chunks
+            for choice in field(chunk, "choices") or ()
+            if isinstance(reasoning := field(field(choice, "delta"), "reasoning_content"), str)
+        )
+
     def text(self) -> str:
         """The streamed text, put together on first use: only when needed (no usage came, or
         content is captured), as it touches every choice of every chunk."""
@@ -123,7 +133,7 @@ class TracedStream(wrapt.ObjectProxy):
 
     def __next__(self) -> Any:
         try:
-            chunk = self.__wrapped__.__next__()
+            chunk = self.__wrapped__.__next__() if self._self_seen.chunks else self._self_first()
         except StopIteration:
             self._self_finish(None)
             raise
@@ -154,7 +164,10 @@ class TracedStream(wrapt.ObjectProxy):
 
     async def __anext__(self) -> Any:
         try:
-            chunk = await self.__wrapped__.__anext__()
+            if self._self_seen.chunks:
+                chunk = await self.__wrapped__.__anext__()
+            else:
+                chunk = await self._self_afirst()
         except StopAsyncIteration:
             await self._self_afinish(None)
             raise
@@ -181,6 +194,26 @@ class TracedStream(wrapt.ObjectProxy):
 
     def __del__(self) -> None:
         self._self_finish(None)
+
+    # --- until the first chunk ------------------------------------------------------------
+    # LiteLLM may make the provider SDK's call only when the first chunk is asked for: it runs
+    # in the call's context, so that other GenAI instrumentations step aside for it as they do
+    # inside the call (and an HTTP span is the call's child). Later chunks cost no context.
+    def _self_first(self) -> Any:
+        token = self._self_call.attach()
+        try:
+            return self.__wrapped__.__next__()
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    async def _self_afirst(self) -> Any:
+        token = self._self_call.attach()
+        try:
+            return await self.__wrapped__.__anext__()
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     # --- bookkeeping ----------------------------------------------------------------------
     def _self_finish(self, error: BaseException | None) -> None:
@@ -315,9 +348,8 @@ def _response_attributes(seen: _Seen, capture_content: bool) -> dict[str, Any]:
     tier = field(seen.chunks[-1], "service_tier") if seen.chunks else None
     if isinstance(tier, str) and tier:
         found[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
-    text = seen.text() if capture_content else ""
-    if text:
-        found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
-            [{"role": "assistant", "content": text}], ensure_ascii=False
-        )
+    if capture_content and seen.chunks:
+        reason = seen.finish_reasons[0] if seen.finish_reasons else None
+        message = output_message("assistant", seen.text(), seen.reasoning(), None, reason)
+        found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps([message], ensure_ascii=False)
     return found

@@ -3,6 +3,8 @@
 - ``SPENDMETER_PRICING_FILE``: YAML or JSON price overrides (README, "Pricing file").
 - ``SPENDMETER_METADATA_KEYS``: comma list of LiteLLM ``metadata`` keys copied to spans as
   ``spendmeter.metadata.<key>``.
+- ``SPENDMETER_CONVERSATION_ID_KEY``: the LiteLLM ``metadata`` key whose value is the call's
+  ``gen_ai.conversation.id`` (a chat session, thread or conversation id); unset by default.
 - ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: ``true`` records prompts and
   completions on spans; default ``false``.
 - ``SPENDMETER_BUDGET_USD``: installs a ``BudgetSpanProcessor`` with this budget in USD.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 
 PRICING_FILE = "SPENDMETER_PRICING_FILE"
 METADATA_KEYS = "SPENDMETER_METADATA_KEYS"
+CONVERSATION_ID_KEY = "SPENDMETER_CONVERSATION_ID_KEY"
 CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 BUDGET_USD = "SPENDMETER_BUDGET_USD"
 BUDGET_ACTION = "SPENDMETER_BUDGET_ACTION"
@@ -71,6 +74,7 @@ class Settings:
     metadata_keys: tuple[str, ...]
     capture_content: bool
     budget: BudgetSettings | None
+    conversation_id_key: str | None = None
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -168,4 +172,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         metadata_keys=_names(env.get(METADATA_KEYS, "")),
         capture_content=_flag(env, CAPTURE_CONTENT),
         budget=_budget(env),
+        conversation_id_key=env.get(CONVERSATION_ID_KEY, "").strip() or None,
     )

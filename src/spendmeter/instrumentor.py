@@ -239,8 +239,10 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
         overrides = load_overrides(pricing if pricing is not None else settings.pricing_file)
         tracer_provider = kwargs.get("tracer_provider")
-        tracer = trace.get_tracer(__name__, __version__, tracer_provider)
-        meter = metrics.get_meter(__name__, __version__, kwargs.get("meter_provider"))
+        tracer = trace.get_tracer(sc.INSTRUMENTATION_SCOPE, __version__, tracer_provider)
+        meter = metrics.get_meter(
+            sc.INSTRUMENTATION_SCOPE, __version__, kwargs.get("meter_provider")
+        )
         telemetry = Telemetry(
             tracer,
             create_instruments(meter),
@@ -248,6 +250,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             tracer_provider=tracer_provider,
             metadata_keys=settings.metadata_keys,
             capture_content=settings.capture_content,
+            conversation_id_key=settings.conversation_id_key,
         )
         self._telemetry = telemetry
         patches = self._patches = _Patches()

@@ -27,6 +27,10 @@ GEN_AI_REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
 # provider: LiteLLM's `service_tier` is OpenAI's parameter, whoever serves it.
 OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
 OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
+GEN_AI_OUTPUT_TYPE: Final = "gen_ai.output.type"
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_TOOL_DEFINITIONS: Final = "gen_ai.tool.definitions"
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
 GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
@@ -82,6 +86,11 @@ SOURCE_OVERRIDE: Final = "override"
 SOURCE_PROVIDER: Final = "provider"  # a cost the provider reported on the response
 TOKEN_TYPE_INPUT: Final = "input"
 TOKEN_TYPE_OUTPUT: Final = "output"
+# gen_ai.output.type well-known values.
+OUTPUT_TYPE_TEXT: Final = "text"
+OUTPUT_TYPE_JSON: Final = "json"
+OUTPUT_TYPE_IMAGE: Final = "image"
+OUTPUT_TYPE_SPEECH: Final = "speech"
 
 OPERATION_CHAT: Final = "chat"
 OPERATION_TEXT_COMPLETION: Final = "text_completion"
@@ -119,6 +128,11 @@ PROVIDER_NAMES: Final[dict[str, str]] = {
 }
 
 # --- metrics -------------------------------------------------------------------------------
+# The instrumentation scope of spendmeter's spans and call metrics (the module that was its
+# `__name__` when the name was first published). Public: Prometheus exporters label every series
+# with it (`otel_scope_name`), and the dashboards and alert rules select spendmeter's own
+# gen_ai.client.* series by it, apart from another instrumentation's same-named ones.
+INSTRUMENTATION_SCOPE: Final = "spendmeter.instrumentor"
 METRIC_COST: Final = "gen_ai.client.cost"
 METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
