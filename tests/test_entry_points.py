@@ -364,3 +364,48 @@ def test_uninstrument_restores_every_wrapped_name(instrument: Any) -> None:
 
     assert (main.completion, dispatch._PYTHON_COMPLETION) == originals[:2]
     assert not hasattr(litellm.Router.acompletion, "__wrapped__")
+
+
+def reserving_budget(telemetry: Telemetry, budget: float) -> BudgetSpanProcessor:
+    processor = BudgetSpanProcessor(budget, raise_on_budget=True, reserve=True, thresholds=(1.0,))
+    telemetry.tracer_provider.add_span_processor(processor)
+    return processor
+
+
+async def test_a_reserving_budget_holds_each_image_before_it_is_painted(
+    telemetry: Telemetry, images: FakeImageProvider
+) -> None:
+    budget = reserving_budget(telemetry, 1.5 * IMAGE_PRICE)
+
+    with pytest.raises(BudgetExceededError, match="refused"):
+        await litellm.aimage_generation(model=IMAGE_MODEL, prompt="two cats", n=2)
+    assert images.requests == 0
+
+    await litellm.aimage_generation(model=IMAGE_MODEL, prompt="one cat", n=1)
+    assert images.requests == 1
+    assert budget.total_cost == pytest.approx(IMAGE_PRICE)
+    assert budget.reserved == 0
+
+
+def test_a_reserving_budget_holds_a_reranks_search_unit(
+    telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    one_query = litellm.rerank(
+        model="cohere/rerank-english-v3.0",
+        query="which?",
+        documents=["a"],
+        api_key="fake",
+        client=http.http(),
+    )._hidden_params["response_cost"]
+    reserving_budget(telemetry, one_query / 2)
+
+    with pytest.raises(BudgetExceededError, match="refused"):
+        litellm.rerank(
+            model="cohere/rerank-english-v3.0",
+            query="which?",
+            documents=["a", "b"],
+            api_key="fake",
+            client=http.http(),
+        )
+
+    assert len(http.requests) == 1  # the first, unbudgeted rerank only

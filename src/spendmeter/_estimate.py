@@ -22,10 +22,19 @@ from spendmeter._overrides import compute_cost
 from spendmeter._usage import TokenUsage
 from spendmeter.pricing import Pricer, base_model_of
 
+# A search unit covers one query over up to this many documents (Cohere's and LiteLLM's rule).
+_DOCUMENTS_PER_SEARCH_UNIT = 100
+
 
 def worst_case_cost(
     pricer: Pricer, model: str, provider: str, operation: str, params: Mapping[str, Any]
 ) -> float | None:
+    if operation == sc.OPERATION_IMAGE_GENERATION:
+        return _litellm.image_cost(base_model_of(params) or model, provider, params)
+    if operation == sc.OPERATION_RERANK:
+        return _rerank_worst_case(base_model_of(params) or model, provider, params)
+    if operation in (sc.OPERATION_TRANSCRIPTION, sc.OPERATION_SPEECH):
+        return None  # priced by what comes back (seconds, characters): no bound up front
     override = pricer.overrides.resolve(model, provider)
     if override is not None and override.per_second is not None:
         return None
@@ -89,7 +98,11 @@ def prompt_tokens(model: str, params: Mapping[str, Any]) -> int | None:
 def _output_tokens(model: str, provider: str, params: Mapping[str, Any]) -> int | None:
     limits = [
         value
-        for value in (params.get("max_tokens"), params.get("max_completion_tokens"))
+        for value in (
+            params.get("max_tokens"),
+            params.get("max_completion_tokens"),
+            params.get("max_output_tokens"),  # the Responses API's name
+        )
         if _is_count(value)
     ]
     if limits:
@@ -105,6 +118,14 @@ def _output_tokens(model: str, provider: str, params: Mapping[str, Any]) -> int 
             return None
     choices = params.get("n")
     return limit * (choices if _is_count(choices) and choices > 0 else 1)
+
+
+def _rerank_worst_case(model: str, provider: str, params: Mapping[str, Any]) -> float | None:
+    documents = params.get("documents")
+    count = len(documents) if isinstance(documents, (list, tuple)) else 0
+    units = max(1, -(-count // _DOCUMENTS_PER_SEARCH_UNIT))
+    cost = _litellm.search_cost(model, provider, units)
+    return cost if cost else None  # no price: unbounded, never a free reservation
 
 
 def _is_count(value: object) -> bool:

@@ -19,6 +19,9 @@ tests (``pyproject.toml``'s floor and the newest):
 - ``_cost_map_entry_prices_anything`` (``litellm.cost_calculator``): LiteLLM answers 0.0 for a
   model whose map entry has no price field at all; this is LiteLLM's own test of whether an entry
   prices anything, which tells such a 0.0 (unpriced) from a model priced at zero (free).
+- ``default_image_cost_calculator`` and ``rerank_cost`` (``litellm.cost_calculator``): what
+  LiteLLM charges for images of a size and quality, and for a rerank's search units, before the
+  call is sent: the worst case a reserving budget holds back for those call types.
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ from typing import Any
 
 import litellm
 import wrapt
-from litellm.cost_calculator import _cost_map_entry_prices_anything
+from litellm.cost_calculator import (
+    _cost_map_entry_prices_anything,
+    default_image_cost_calculator,
+    rerank_cost,
+)
 from litellm.litellm_core_utils.litellm_logging import Logging
 from litellm.litellm_core_utils.llm_cost_calc.utils import (
     apply_provider_cache_read_default as apply_provider_cache_read_default,
@@ -183,3 +190,44 @@ def prices_anything(model: str, provider: str | None) -> bool:
     key = info.get("key")
     entry = litellm.model_cost.get(key) if isinstance(key, str) else None
     return isinstance(entry, Mapping) and bool(_cost_map_entry_prices_anything(entry))
+
+
+# The qualities LiteLLM's image prices are keyed by: a call that names none may be served at
+# any of them, so its worst case is the dearest.
+_IMAGE_QUALITIES = ("high", "hd", "medium", "standard", "low", None)
+
+
+def image_cost(model: str, provider: str | None, params: Mapping[str, Any]) -> float | None:
+    """What LiteLLM charges for the images a call asks for; ``None`` when it has no price."""
+    quality = params.get("quality")
+    qualities = (quality,) if isinstance(quality, str) else _IMAGE_QUALITIES
+    n = params.get("n")
+    size = params.get("size")
+    costs = []
+    for each in qualities:
+        try:
+            costs.append(
+                default_image_cost_calculator(
+                    model=model,
+                    custom_llm_provider=provider,
+                    quality=each,
+                    n=n if isinstance(n, int) and n > 0 else 1,
+                    size=size if isinstance(size, str) else None,
+                )
+            )
+        except Exception:  # LiteLLM raises a bare Exception for a size or quality it lacks
+            continue
+    return max(costs) if costs else None
+
+
+def search_cost(model: str, provider: str | None, search_units: int) -> float | None:
+    """What LiteLLM charges for a rerank of ``search_units`` units; ``None`` without a price."""
+    try:
+        prompt, completion = rerank_cost(
+            model=model,
+            custom_llm_provider=provider,
+            billed_units={"search_units": search_units},  # type: ignore[typeddict-item]
+        )
+    except Exception:
+        return None
+    return prompt + completion
