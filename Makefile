@@ -1,4 +1,5 @@
-# The README's two commands: `make demo` and `make test`. Both build .venv on first use.
+# The README's two commands: `make demo` and `make test` (`make check`: the fast set). Each
+# builds .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,7 +39,7 @@ prometheus:
 redis:
 	bash scripts/install-redis.sh
 
-.PHONY: demo test test-oldest conformance lint
+.PHONY: demo test check test-oldest conformance lint
 demo: $(BIN)/activate
 	OTEL_SERVICE_NAME=spendmeter-demo \
 	OTEL_TRACES_EXPORTER=console \
@@ -48,7 +49,14 @@ demo: $(BIN)/activate
 
 test: $(BIN)/activate prometheus redis
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The fast set for the edit-test loop: no real servers, subprocesses, sweeps or stress runs.
+check: $(BIN)/activate
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
 
 # The suite (not ruff) against the oldest LiteLLM supported.
 test-oldest: $(OLDEST)/bin/activate prometheus redis

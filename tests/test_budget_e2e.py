@@ -390,6 +390,7 @@ def test_sixteen_threads_racing_past_the_budget(budgeted: Any, recorder: Recorde
     assert_raced_past_the_budget_exactly(processor, telemetry, recorder, stops, workers)
 
 
+@pytest.mark.slow
 async def test_five_hundred_tasks_racing_past_the_budget(budgeted: Any, recorder: Recorder) -> None:
     workers = 500
     processor, telemetry = budgeted(800.5 * unit_cost(), raise_on_budget=True)
@@ -558,6 +559,7 @@ def run_instrumented(script: list[str], **env: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.integration
 def test_the_demo_app_is_stopped_by_its_budget_under_opentelemetry_instrument() -> None:
     per_call = unit_cost()  # the demo asks the same question, with the same mocked answer
     budget = 3.5 * per_call
@@ -578,6 +580,7 @@ def test_the_demo_app_is_stopped_by_its_budget_under_opentelemetry_instrument() 
     assert limit == pytest.approx(budget, abs=1e-9)
 
 
+@pytest.mark.integration
 def test_a_bad_budget_variable_is_reported_at_start_up_under_opentelemetry_instrument() -> None:
     app = (
         "import litellm, wrapt; "

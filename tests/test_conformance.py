@@ -29,6 +29,9 @@ from spendmeter import semconv as sc
 from spendmeter._litellm import prices_anything
 from tests.conftest import MESSAGES, Telemetry
 
+# A sweep over LiteLLM's price map: in `make test`, not in the fast `make check`.
+pytestmark = pytest.mark.slow
+
 FULL = os.environ.get("SPENDMETER_CONFORMANCE") == "full"
 SAMPLE = int(os.environ.get("SPENDMETER_CONFORMANCE_SAMPLE", "25"))
 SEED = 11

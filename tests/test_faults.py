@@ -206,6 +206,7 @@ def test_sixteen_threads_lose_no_span_point_or_dollar(
     assert_nothing_lost(telemetry, budget, 16 * 25, parents)
 
 
+@pytest.mark.slow
 async def test_a_thousand_tasks_lose_no_span_point_or_dollar(
     instrument: Any, fake_provider: FakeProvider, budget: BudgetSpanProcessor
 ) -> None:

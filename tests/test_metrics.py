@@ -143,6 +143,7 @@ def test_metrics_recorded_when_trace_is_sampled_out(
     assert sum(p.value for p in points) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_series_stay_bounded_over_distinct_prompts_users_and_ids(telemetry: Telemetry) -> None:
     models = ("gpt-4o-mini", "gpt-4o", "anthropic/claude-haiku-4-5")
     for index in range(1000):

@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+# Real servers or subprocesses: the `integration` set (`make check` leaves it out).
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("receivers", "processors", "exporters")
 

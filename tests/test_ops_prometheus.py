@@ -34,6 +34,9 @@ import yaml
 
 from spendmeter import semconv as sc
 
+# Real servers or subprocesses: the `integration` set (`make check` leaves it out).
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = json.loads((ROOT / "dashboards" / "spendmeter.json").read_text())
 ALERTS = ROOT / "dashboards" / "alerts.yaml"

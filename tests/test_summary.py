@@ -296,6 +296,7 @@ def test_partly_priced_and_failed_only_models() -> None:
     assert lines[-2].startswith("failing") and lines[-2].endswith("   -")
 
 
+@pytest.mark.integration
 def test_opentelemetry_instrument_loads_the_spend_summary_exporter(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""

@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+# Real servers or subprocesses: the `integration` set (`make check` leaves it out).
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.py"
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -236,8 +236,8 @@ class Telemetry:
     def begin(
         self,
         operation: _attributes.Operation,
-        args: tuple,
-        kwargs: Mapping,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
         *,
         traced: bool = True,
         parent: Call | None = None,
@@ -313,8 +313,8 @@ class Call:
         telemetry: Telemetry,
         operation: _attributes.Operation,
         info: ModelInfo,
-        params: Mapping,
-        attributes: dict,
+        params: Mapping[str, Any],
+        attributes: Mapping[str, Any],
         *,
         traced: bool = True,
     ) -> None:
@@ -332,7 +332,8 @@ class Call:
         self.budgets = telemetry.budgets()
         self._call_id: str | None = None
         self._ended = False
-        self._active: object | None = None  # the context token while the span is current
+        # The context token while the span is current.
+        self._active: Token[Context] | None = None
         self.span: Span = (
             telemetry.tracer.start_span(info.span_name, kind=SpanKind.CLIENT, attributes=attributes)
             if traced
@@ -365,7 +366,7 @@ class Call:
     def activate(self) -> None:
         self._active = self.attach()
 
-    def attach(self) -> object | None:
+    def attach(self) -> Token[Context] | None:
         """Run code in the call's context until ``otel_context.detach`` of the token returned
         (``None``: nothing to detach, the call is not traced)."""
         return otel_context.attach(self.telemetry.call_context(self.span)) if self.traced else None
@@ -413,7 +414,7 @@ class Call:
         """The most this call can cost, for budgets that reserve it before it is sent."""
         info = self.info
         operation = info.base[sc.GEN_AI_OPERATION_NAME]
-        return guarded(
+        cost: float | None = guarded(
             "estimating a call's cost",
             worst_case_cost,
             self.telemetry.pricer,
@@ -422,6 +423,7 @@ class Call:
             operation,
             self.params,
         )
+        return cost
 
     def _tell_failed(self) -> None:
         for budget in self.budgets:

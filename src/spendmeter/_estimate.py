@@ -12,7 +12,7 @@ no price, a price per second, or no limit on the answer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import litellm
 
@@ -46,7 +46,9 @@ def worst_case_cost(
     if override is not None and override.base_model is None:
         usage = TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
         return compute_cost(override, usage).total
-    priced_as = override.base_model if override is not None else base_model_of(params) or model
+    priced_as = (override.base_model if override is not None else None) or (
+        base_model_of(params) or model
+    )
     return _litellm_cost(priced_as, provider, params, input_tokens, output_tokens, embedding)
 
 
@@ -70,7 +72,7 @@ def _litellm_cost(
         )
     except Exception:  # LiteLLM raises a bare Exception for a model it cannot price
         return None
-    total = prompt_cost + completion_cost
+    total = float(prompt_cost + completion_cost)
     if total == 0 and not _litellm.prices_anything(model, provider):
         return None  # an entry without a price field: unpriced, not free
     return total
@@ -81,22 +83,24 @@ def prompt_tokens(model: str, params: Mapping[str, Any]) -> int | None:
     ``None`` when there is nothing to count."""
     messages = params.get("messages")
     if messages:
-        return litellm.token_counter(
-            model=model,
-            messages=messages,
-            tools=params.get("tools"),
-            tool_choice=params.get("tool_choice"),
-            use_default_image_token_count=True,  # never fetch an image to count its tokens
+        return int(
+            litellm.token_counter(
+                model=model,
+                messages=messages,
+                tools=params.get("tools"),
+                tool_choice=params.get("tool_choice"),
+                use_default_image_token_count=True,  # never fetch an image to count its tokens
+            )
         )
     text = params.get("prompt", params.get("input"))  # text completions, embeddings
     texts = [text] if isinstance(text, str) else text
     if isinstance(texts, (list, tuple)) and texts and all(isinstance(item, str) for item in texts):
-        return sum(litellm.token_counter(model=model, text=item) for item in texts)
+        return sum(int(litellm.token_counter(model=model, text=item)) for item in texts)
     return None
 
 
 def _output_tokens(model: str, provider: str, params: Mapping[str, Any]) -> int | None:
-    limits = [
+    limits: list[int] = [
         value
         for value in (
             params.get("max_tokens"),
@@ -128,5 +132,5 @@ def _rerank_worst_case(model: str, provider: str, params: Mapping[str, Any]) -> 
     return cost if cost else None  # no price: unbounded, never a free reservation
 
 
-def _is_count(value: object) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

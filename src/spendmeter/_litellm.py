@@ -226,8 +226,8 @@ def search_cost(model: str, provider: str | None, search_units: int) -> float | 
         prompt, completion = rerank_cost(
             model=model,
             custom_llm_provider=provider,
-            billed_units={"search_units": search_units},  # type: ignore[typeddict-item]
+            billed_units={"search_units": search_units},
         )
     except Exception:
         return None
-    return prompt + completion
+    return float(prompt + completion)

@@ -52,11 +52,11 @@ def _util_genai_signals() -> dict[str, object]:
     # A suppressed invocation merges what it saw into the outer one's data. spendmeter reads
     # the call from LiteLLM, so it keeps none of that: one instance then serves every call,
     # concurrent ones included, and never grows.
-    class _Discarding(InferenceData):
+    class _Discarding(InferenceData):  # type: ignore[misc]  # util-genai is untyped
         def merge(self, other: Any, *, overwrite: bool = True) -> None:
             return None
 
-    class _DiscardingEmbedding(EmbeddingData):
+    class _DiscardingEmbedding(EmbeddingData):  # type: ignore[misc]
         def merge(self, other: Any, *, overwrite: bool = True) -> None:
             return None
 

@@ -17,10 +17,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import litellm
-import yaml
 
 from spendmeter._litellm import apply_provider_cache_read_default, map_generation
 from spendmeter._usage import TokenUsage
@@ -79,7 +78,7 @@ def load_overrides(
     if source is None:
         return {}
     if isinstance(source, Mapping):
-        return _checked_overrides(source, "pricing overrides")
+        return _checked_overrides(cast("Mapping[object, object]", source), "pricing overrides")
     if not isinstance(source, (str, os.PathLike)):
         raise PricingConfigError(
             f"pricing must be a path to a YAML/JSON file or a mapping, not {type(source).__name__}"
@@ -115,6 +114,12 @@ def _read_pricing_file(path: Path, where: str) -> object:
             raise PricingConfigError(
                 f"{where}: invalid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
             ) from None
+    try:
+        import yaml  # only YAML files need it: the `yaml` extra
+    except ImportError:
+        raise PricingConfigError(
+            f"{where}: reading YAML needs PyYAML: pip install 'spendmeter[yaml]', or use .json"
+        ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -307,8 +312,8 @@ def _price_from_entry(model: str, entry: Mapping[str, object]) -> Price | None:
 
     tiers: list[tuple[float, Rates]] = []
     for label, threshold in _thresholds(entry):
-        input_rate = _tier_rate(entry, "input_cost_per_token", label, input_rate)
-        output_rate = _tier_rate(entry, "output_cost_per_token", label, output_rate)
+        input_rate = _tier_rate(entry, "input_cost_per_token", label, input_rate) or 0.0
+        output_rate = _tier_rate(entry, "output_cost_per_token", label, output_rate) or 0.0
         cache_read = _tier_rate(entry, "cache_read_input_token_cost", label, cache_read)
         cache_write = _tier_rate(entry, "cache_creation_input_token_cost", label, cache_write)
         cache_write_1h = _tier_rate(
@@ -484,7 +489,8 @@ def _with_provider_defaults(
     called_through = provider or entry.get("litellm_provider")
     if not isinstance(called_through, str):
         return entry
-    return apply_provider_cache_read_default(entry, called_through)  # type: ignore[arg-type]
+    defaults: Mapping[str, object] = apply_provider_cache_read_default(entry, called_through)
+    return defaults
 
 
 def _litellm_key(model: str, provider: str | None) -> str | None:

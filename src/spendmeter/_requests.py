@@ -18,11 +18,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from spendmeter import _attributes
@@ -60,7 +61,7 @@ class Request:
         self.open_streams = 0
         self.returned = False
         self.ended = False
-        self._token: object | None = None
+        self._token: Token[Context] | None = None
         self.budgets = telemetry.budgets()
         self.call_id = f"request-{next(_call_ids)}"
         self.attributes = {

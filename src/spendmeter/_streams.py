@@ -117,7 +117,7 @@ class _Seen:
                     yield text
 
 
-class TracedStream(wrapt.ObjectProxy):
+class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any stream
     """Proxy for ``CustomStreamWrapper`` and ``TextCompletionStreamWrapper``, sync or async."""
 
     def __init__(self, wrapped: Any, call: Call) -> None:

@@ -68,7 +68,9 @@ def _is_litellm_calling_itself(kwargs: Mapping[str, Any]) -> bool:
     return module == "litellm" or module.startswith("litellm.")
 
 
-def _start(telemetry: Telemetry, operation: Operation, args: tuple, kwargs: dict) -> Call | None:
+def _start(
+    telemetry: Telemetry, operation: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Call | None:
     """The call, or ``None`` to step aside: LiteLLM calling itself inside a call, or a fault
     of ours. Raises a refusal a budget already gave the request this is an attempt of."""
     parent = CURRENT_CALL.get()
@@ -110,7 +112,9 @@ def _as_stream(call: Call, result: Any) -> Any:
 def call_wrapper(telemetry: Telemetry, operation: Operation) -> Any:
     if operation.is_async:
 
-        async def async_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        async def async_call(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
             call = _start(telemetry, operation, args, kwargs)
             if call is None:
                 return await wrapped(*args, **kwargs)
@@ -132,7 +136,9 @@ def call_wrapper(telemetry: Telemetry, operation: Operation) -> Any:
 
         return async_call
 
-    def sync_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    def sync_call(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         call = _start(telemetry, operation, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
@@ -171,7 +177,9 @@ def request_wrapper(telemetry: Telemetry, operation: str, *, router: bool, is_as
 
     if is_async:
 
-        async def async_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        async def async_request(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
             request = begin(kwargs)
             if request is None:
                 return await wrapped(*args, **kwargs)
@@ -187,7 +195,9 @@ def request_wrapper(telemetry: Telemetry, operation: str, *, router: bool, is_as
 
         return async_request
 
-    def sync_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    def sync_request(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         request = begin(kwargs)
         if request is None:
             return wrapped(*args, **kwargs)

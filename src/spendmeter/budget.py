@@ -536,7 +536,7 @@ def _checked_thresholds(thresholds: Iterable[float]) -> tuple[float, ...]:
         raise ValueError(f"thresholds must be fractions of the budget, got {thresholds!r}")
     values = tuple(thresholds)
     for value in values:
-        if not _is_number(value) or not 0 < value <= 1:
+        if not _is_number(value) or not 0 < float(value) <= 1:
             raise ValueError(f"each threshold must be a fraction in (0, 1], got {value!r}")
     return tuple(sorted({float(value) for value in values}))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -171,7 +172,7 @@ class _Patches:
         """Wrap the function at the first place found, and put the same wrapper at every other
         place that holds that very function. ``make(original)`` builds the wrapper function."""
         original: Any = None
-        wrapper: FunctionWrapper | None = None
+        wrapper: FunctionWrapper[Any, Any] | None = None
         for module, attribute in places:
             found = _lookup(module, attribute)
             if found is None:
@@ -209,7 +210,7 @@ class _Patches:
 _UNSET = object()
 
 
-class LiteLLMInstrumentor(BaseInstrumentor):
+class LiteLLMInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped base
     """Turns every LiteLLM call into a GenAI span with tokens and cost, and records metrics.
 
     ``instrument(tracer_provider=None, meter_provider=None, pricing=None)``: the providers
@@ -255,21 +256,11 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         self._telemetry = telemetry
         patches = self._patches = _Patches()
         for target in _TARGETS:
-            patches.wrap(
-                target.places,
-                lambda original, target=target: _wrappers.call_wrapper(
-                    telemetry, _operation(target, original)
-                ),
-            )
+            patches.wrap(target.places, functools.partial(_call_wrapper, telemetry, target))
         for name, operation in _RETRYING.items():
             patches.wrap(
                 ((module, name) for module in ("litellm.main", "litellm")),
-                lambda original, operation=operation: _wrappers.request_wrapper(
-                    telemetry,
-                    operation,
-                    router=False,
-                    is_async=inspect.iscoroutinefunction(original),
-                ),
+                functools.partial(_retrying_wrapper, telemetry, operation),
             )
         for name, operation in _ROUTER_METHODS.items():
             patches.wrap_method(
@@ -293,6 +284,20 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             # with none of the old budgets refusing calls.
             for budget in telemetry.budgets():
                 budget.shutdown()
+
+
+def _call_wrapper(telemetry: Telemetry, target: Target, original: Any) -> Any:
+    from spendmeter import _wrappers
+
+    return _wrappers.call_wrapper(telemetry, _operation(target, original))
+
+
+def _retrying_wrapper(telemetry: Telemetry, operation: str, original: Any) -> Any:
+    from spendmeter import _wrappers
+
+    return _wrappers.request_wrapper(
+        telemetry, operation, router=False, is_async=inspect.iscoroutinefunction(original)
+    )
 
 
 def _operation(target: Target, original: Any) -> Operation:

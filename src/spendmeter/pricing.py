@@ -163,7 +163,9 @@ class Pricer:
     def _figure(self, response: Any, stream: Any) -> tuple[float | None, Mapping[str, Any] | None]:
         """LiteLLM's own cost of this response, with its split, when LiteLLM made one."""
         hidden = _litellm.hidden_params(response)
-        total = None if hidden is None else _litellm.cost_number(hidden.get("response_cost"))
+        if hidden is None:
+            return None, None
+        total = _litellm.cost_number(hidden.get("response_cost"))
         if total is None:
             return None, None
         return total, self._splits.take(self._call_id(hidden, stream))

@@ -302,7 +302,7 @@ def _labelled(label: str, value: str) -> str:
 
 # Cumulative everywhere: the one collection at shutdown must hold the whole run, and any
 # collection forced earlier (force_flush) must not consume what the summary needs.
-_CUMULATIVE = {
+_CUMULATIVE: dict[type, AggregationTemporality] = {
     instrument: AggregationTemporality.CUMULATIVE
     for instrument in (
         Counter,
