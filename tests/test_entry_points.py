@@ -7,6 +7,8 @@ own figure for the very same response.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -409,3 +411,43 @@ def test_a_reserving_budget_holds_a_reranks_search_unit(
         )
 
     assert len(http.requests) == 1  # the first, unbudgeted rerank only
+
+
+def test_a_streamed_responses_call_abandoned_half_way_ends_its_span_once(
+    telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    stream = litellm.responses(
+        model="openai/gpt-4o-mini", input="hi", api_key="sk-fake", client=http.http(), stream=True
+    )
+    next(stream)
+    del stream
+    gc.collect()
+
+    span = telemetry.span()
+    assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
+    assert span.status.status_code is not StatusCode.ERROR
+
+
+async def test_a_streamed_responses_call_cancelled_mid_stream_ends_its_span_once(
+    telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    stream = await litellm.aresponses(
+        model="openai/gpt-4o-mini",
+        input="hi",
+        api_key="sk-fake",
+        client=http.async_http(),
+        stream=True,
+    )
+
+    async def read_slowly() -> None:
+        async for _event in stream:
+            await asyncio.sleep(10)
+
+    reader = asyncio.create_task(read_slowly())
+    await asyncio.sleep(0.05)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    await stream.aclose()
+
+    assert len(telemetry.spans()) == 1
