@@ -386,7 +386,12 @@ PLAIN_CALL_FAULTS = [
     ("spendmeter.pricing.Pricer.price", "pricing", True, True),
     ("spendmeter._litellm.provider_reported_cost", "pricing", True, True),
     ("spendmeter._call.add_pricing_attributes", "annotating the span", True, True),
-    ("spendmeter.budget.BudgetSpanProcessor.after_call", "a budget failed", False, True),
+    (
+        "spendmeter.budget.BudgetSpanProcessor.after_call",
+        "counting a call in a budget",
+        False,
+        True,
+    ),
     (
         "opentelemetry.sdk.metrics._internal.instrument._Histogram.record",
         "recording metrics",
@@ -421,7 +426,7 @@ def test_a_fault_in_any_step_leaves_the_result_unchanged_and_is_logged(
     telemetry.exporter.clear()
     monkeypatch.setattr(target, _raise)
 
-    with caplog.at_level(logging.ERROR, logger="spendmeter"):
+    with caplog.at_level(logging.WARNING, logger="spendmeter"):
         response = chat(temperature=0.2, user="someone")
 
     assert response.choices[0].message.content == ANSWER
@@ -458,7 +463,7 @@ def test_a_fault_while_streaming_leaves_the_chunks_unchanged_and_is_logged(
     telemetry.exporter.clear()
     monkeypatch.setattr(target, _raise)
 
-    with caplog.at_level(logging.ERROR, logger="spendmeter"):
+    with caplog.at_level(logging.WARNING, logger="spendmeter"):
         chunks = [chunk.choices[0].delta.content for chunk in chat(stream=True)]
 
     assert chunks == untouched
@@ -467,6 +472,22 @@ def test_a_fault_while_streaming_leaves_the_chunks_unchanged_and_is_logged(
     spans = telemetry.spans()
     assert len(spans) == 1
     assert spans[0].end_time is not None
+
+
+def test_a_step_that_keeps_failing_warns_once_then_logs_at_debug(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("spendmeter.pricing.Pricer.price", _raise)
+
+    with caplog.at_level(logging.DEBUG, logger="spendmeter"):
+        answers = [chat().choices[0].message.content for _ in range(3)]
+
+    assert answers == [ANSWER] * 3
+    pricing = [record for record in caplog.records if "pricing failed" in record.getMessage()]
+    assert [record.levelno for record in pricing] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert all(isinstance(record.exc_info[1], InjectedFault) for record in pricing)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(telemetry.spans()) == 3
 
 
 # --- malformed responses from a provider ----------------------------------------------------
