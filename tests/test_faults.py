@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor, config
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
 from spendmeter.pricing import PricingConfigError
@@ -660,11 +660,17 @@ BAD_ENV = {
 }
 
 
+@pytest.mark.parametrize("with_budget", [True, False], ids=["with a budget", "without one"])
 @pytest.mark.parametrize(("variable", "value"), list(BAD_ENV.items()))
 def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
-    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+    providers: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    with_budget: bool,
 ) -> None:
-    monkeypatch.setenv("SPENDMETER_BUDGET_USD", "10")
+    if with_budget:
+        monkeypatch.setenv("SPENDMETER_BUDGET_USD", "10")
     monkeypatch.setenv(variable, value)
     original = litellm.completion
     instrumentor = LiteLLMInstrumentor()
@@ -676,6 +682,32 @@ def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
 
     assert variable in str(error.value)
     assert repr(value) in str(error.value)
+    assert litellm.completion is original
+
+
+@pytest.mark.parametrize("variable", config.BUDGET_COMPANIONS)
+def test_a_budget_companion_without_a_budget_is_an_error_naming_both(
+    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    valid = {
+        "SPENDMETER_BUDGET_ACTION": "raise",
+        "SPENDMETER_BUDGET_THRESHOLDS": "0.5,0.9",
+        "SPENDMETER_BUDGET_WINDOW": "day",
+        "SPENDMETER_BUDGET_LEDGER": "redis://localhost:6379/0",
+        "SPENDMETER_BUDGET_LEDGER_ERROR": "closed",
+        "SPENDMETER_BUDGET_LEDGER_TIMEOUT": "2",
+    }
+    monkeypatch.delenv("SPENDMETER_BUDGET_USD", raising=False)
+    monkeypatch.setenv(variable, valid.get(variable, "search-api"))
+    original = litellm.completion
+
+    with pytest.raises(ConfigError) as error:
+        LiteLLMInstrumentor().instrument(
+            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
+        )
+
+    assert f"{variable} is set but SPENDMETER_BUDGET_USD is not" in str(error.value)
+    assert error.value.name == variable
     assert litellm.completion is original
 
 

@@ -87,12 +87,15 @@ def load_overrides(
     path = Path(os.fspath(source))
     where = f"pricing file {str(path)!r}"
     loaded = _read_pricing_file(path, where)
-    if loaded is None:  # an empty file
-        return {}
+    # A file that prices nothing is a mistake (the wrong file, a failed write), never meant.
+    if loaded is None:
+        raise PricingConfigError(f"{where}: the file is empty; it must map model names to prices")
     if not isinstance(loaded, Mapping):
         raise PricingConfigError(
             f"{where}: the top level must map model names to prices, not {_kind(loaded)}"
         )
+    if not loaded:
+        raise PricingConfigError(f"{where}: no model is priced; it must map model names to prices")
     return _checked_overrides(loaded, where)
 
 
