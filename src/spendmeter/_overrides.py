@@ -24,6 +24,7 @@ import yaml
 
 from spendmeter._litellm import apply_provider_cache_read_default, map_generation
 from spendmeter._usage import TokenUsage
+from spendmeter.config import PricingConfigError
 
 _TOKEN_RATES = ("input_cost_per_token", "output_cost_per_token")
 _SECOND_RATES = ("input_cost_per_second", "output_cost_per_second")
@@ -58,10 +59,6 @@ _NON_STANDARD_SUFFIXES = (
 # Pricing schemes LiteLLM applies that compute_cost does not replay.
 _UNSUPPORTED_SCHEMES = ("tiered_pricing", "off_peak_pricing")
 _MAX_CACHED_MODELS = 4096
-
-
-class PricingConfigError(ValueError):
-    """Price overrides that cannot be used; the message names the file, model and key."""
 
 
 # --- overrides ---------------------------------------------------------------------------

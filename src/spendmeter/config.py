@@ -73,6 +73,14 @@ class ConfigError(ValueError):
         self.name = name
 
 
+class PricingConfigError(ValueError):
+    """Price overrides that cannot be used; the message names the file, model and key.
+
+    Defined here, with the other configuration error, so that catching both needs no LiteLLM
+    import; ``spendmeter.pricing`` exports it.
+    """
+
+
 def _invalid(name: str, value: str, expected: str) -> ConfigError:
     return ConfigError(name, f"{name}={value!r} is not valid: expected {expected}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("spendmeter")
 
 _INSTRUMENTS = ("litellm >= 1.106.2, != 1.107.*",)
+# The module of OpenTelemetry's auto-instrumentation (opentelemetry-instrument, or its
+# initialize() called in code), which loads every instrumentation entry point in turn.
+_AUTO_INSTRUMENTATION = "opentelemetry.instrumentation.auto_instrumentation"
 
 
 @dataclass(frozen=True)
@@ -225,7 +229,25 @@ class LiteLLMInstrumentor(BaseInstrumentor):
     def instrumentation_dependencies(self) -> Collection[str]:
         return _INSTRUMENTS
 
+    def instrument(self, **kwargs: Any) -> Any:
+        """Instrument LiteLLM; a configuration error raises, except under auto-instrumentation.
+
+        There OpenTelemetry's loader would log it with two tracebacks and then skip every
+        instrumentation after spendmeter: the error is logged as one line instead, and
+        spendmeter stays off while the others load.
+        """
+        try:
+            return super().instrument(**kwargs)
+        except (config.ConfigError, config.PricingConfigError) as error:
+            if not _loaded_by_auto_instrumentation():
+                raise
+            logger.error("spendmeter is off: %s", error)
+            return None
+
     def _instrument(self, **kwargs: Any) -> None:
+        # Configuration first: an error is reported before anything is imported or patched.
+        settings = config.from_env()
+        pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
         # LiteLLM, and what needs it, is imported only now: `import spendmeter` stays cheap,
         # and works where LiteLLM is not installed (the dependency check reports that).
         import litellm
@@ -233,11 +255,9 @@ class LiteLLMInstrumentor(BaseInstrumentor):
         from spendmeter import _wrappers
         from spendmeter._call import Telemetry
         from spendmeter.metrics import create_instruments
-        from spendmeter.pricing import Pricer, load_overrides
+        from spendmeter.pricing import Pricer
 
-        settings = config.from_env()
-        pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
-        overrides = load_overrides(pricing if pricing is not None else settings.pricing_file)
+        overrides = _load_pricing(pricing, settings)
         tracer_provider = kwargs.get("tracer_provider")
         tracer = trace.get_tracer(sc.INSTRUMENTATION_SCOPE, __version__, tracer_provider)
         meter = metrics.get_meter(
@@ -293,6 +313,30 @@ class LiteLLMInstrumentor(BaseInstrumentor):
             # with none of the old budgets refusing calls.
             for budget in telemetry.budgets():
                 budget.shutdown()
+
+
+def _loaded_by_auto_instrumentation() -> bool:
+    """Whether OpenTelemetry's auto-instrumentation loader is what called ``instrument()``."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(_AUTO_INSTRUMENTATION):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _load_pricing(
+    pricing: str | PathLike[str] | Mapping[str, Any] | None, settings: config.Settings
+) -> dict[str, dict[str, float | str]]:
+    from spendmeter.pricing import PricingConfigError, load_overrides
+
+    if pricing is not None:
+        return load_overrides(pricing)
+    try:
+        return load_overrides(settings.pricing_file)
+    except PricingConfigError as error:
+        # The file came from the environment: say which variable named it.
+        raise PricingConfigError(f"{config.PRICING_FILE}: {error}") from None
 
 
 def _operation(target: Target, original: Any) -> Operation:
