@@ -56,6 +56,12 @@ class Telemetry:
         return sum(p.sum if hasattr(p, "sum") else p.value for p in self.points(name))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_fault_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the first failure of a telemetry step at WARNING, as an app would."""
+    monkeypatch.setattr("spendmeter._guard._failed", set())
+
+
 @pytest.fixture
 def providers() -> Iterator[Telemetry]:
     exporter = InMemorySpanExporter()

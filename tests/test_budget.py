@@ -153,12 +153,14 @@ def test_from_settings_builds_what_the_environment_asks_for() -> None:
             "SPENDMETER_BUDGET_THRESHOLDS": "0.9, 0.3",
             "SPENDMETER_BUDGET_WINDOW": "day",
             "SPENDMETER_BUDGET_SCOPE": "user.id",
+            "SPENDMETER_BUDGET_NAME": "search-api",
         }
     ).budget
     assert settings is not None
     processor = BudgetSpanProcessor.from_settings(settings)
     try:
         assert processor.budget == 0.25
+        assert processor.name == "search-api"
         assert processor.raise_on_budget
         assert processor.thresholds == (0.3, 0.9)
         assert processor.window == "day"
@@ -179,6 +181,7 @@ def test_from_settings_without_thresholds_uses_the_defaults(
         assert not processor.raise_on_budget
         assert processor.window is None
         assert processor.scope is None
+        assert processor.name == "default"
         assert gauge(reader, "spendmeter.budget.limit") == {labels(name="default"): 5.0}
     finally:
         processor.shutdown()

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor, config
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
 from spendmeter.pricing import PricingConfigError
@@ -387,7 +387,12 @@ PLAIN_CALL_FAULTS = [
     ("spendmeter.pricing.Pricer.price", "pricing", True, True),
     ("spendmeter._litellm.provider_reported_cost", "pricing", True, True),
     ("spendmeter._call.add_pricing_attributes", "annotating the span", True, True),
-    ("spendmeter.budget.BudgetSpanProcessor.after_call", "a budget failed", False, True),
+    (
+        "spendmeter.budget.BudgetSpanProcessor.after_call",
+        "counting a call in a budget",
+        False,
+        True,
+    ),
     (
         "opentelemetry.sdk.metrics._internal.instrument._Histogram.record",
         "recording metrics",
@@ -422,7 +427,7 @@ def test_a_fault_in_any_step_leaves_the_result_unchanged_and_is_logged(
     telemetry.exporter.clear()
     monkeypatch.setattr(target, _raise)
 
-    with caplog.at_level(logging.ERROR, logger="spendmeter"):
+    with caplog.at_level(logging.WARNING, logger="spendmeter"):
         response = chat(temperature=0.2, user="someone")
 
     assert response.choices[0].message.content == ANSWER
@@ -459,7 +464,7 @@ def test_a_fault_while_streaming_leaves_the_chunks_unchanged_and_is_logged(
     telemetry.exporter.clear()
     monkeypatch.setattr(target, _raise)
 
-    with caplog.at_level(logging.ERROR, logger="spendmeter"):
+    with caplog.at_level(logging.WARNING, logger="spendmeter"):
         chunks = [chunk.choices[0].delta.content for chunk in chat(stream=True)]
 
     assert chunks == untouched
@@ -468,6 +473,22 @@ def test_a_fault_while_streaming_leaves_the_chunks_unchanged_and_is_logged(
     spans = telemetry.spans()
     assert len(spans) == 1
     assert spans[0].end_time is not None
+
+
+def test_a_step_that_keeps_failing_warns_once_then_logs_at_debug(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("spendmeter.pricing.Pricer.price", _raise)
+
+    with caplog.at_level(logging.DEBUG, logger="spendmeter"):
+        answers = [chat().choices[0].message.content for _ in range(3)]
+
+    assert answers == [ANSWER] * 3
+    pricing = [record for record in caplog.records if "pricing failed" in record.getMessage()]
+    assert [record.levelno for record in pricing] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert all(isinstance(record.exc_info[1], InjectedFault) for record in pricing)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(telemetry.spans()) == 3
 
 
 # --- malformed responses from a provider ----------------------------------------------------
@@ -640,11 +661,17 @@ BAD_ENV = {
 }
 
 
+@pytest.mark.parametrize("with_budget", [True, False], ids=["with a budget", "without one"])
 @pytest.mark.parametrize(("variable", "value"), list(BAD_ENV.items()))
 def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
-    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+    providers: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    with_budget: bool,
 ) -> None:
-    monkeypatch.setenv("SPENDMETER_BUDGET_USD", "10")
+    if with_budget:
+        monkeypatch.setenv("SPENDMETER_BUDGET_USD", "10")
     monkeypatch.setenv(variable, value)
     original = litellm.completion
     instrumentor = LiteLLMInstrumentor()
@@ -656,6 +683,32 @@ def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
 
     assert variable in str(error.value)
     assert repr(value) in str(error.value)
+    assert litellm.completion is original
+
+
+@pytest.mark.parametrize("variable", config.BUDGET_COMPANIONS)
+def test_a_budget_companion_without_a_budget_is_an_error_naming_both(
+    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    valid = {
+        "SPENDMETER_BUDGET_ACTION": "raise",
+        "SPENDMETER_BUDGET_THRESHOLDS": "0.5,0.9",
+        "SPENDMETER_BUDGET_WINDOW": "day",
+        "SPENDMETER_BUDGET_LEDGER": "redis://localhost:6379/0",
+        "SPENDMETER_BUDGET_LEDGER_ERROR": "closed",
+        "SPENDMETER_BUDGET_LEDGER_TIMEOUT": "2",
+    }
+    monkeypatch.delenv("SPENDMETER_BUDGET_USD", raising=False)
+    monkeypatch.setenv(variable, valid.get(variable, "search-api"))
+    original = litellm.completion
+
+    with pytest.raises(ConfigError) as error:
+        LiteLLMInstrumentor().instrument(
+            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
+        )
+
+    assert f"{variable} is set but SPENDMETER_BUDGET_USD is not" in str(error.value)
+    assert error.value.name == variable
     assert litellm.completion is original
 
 

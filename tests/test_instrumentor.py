@@ -306,7 +306,7 @@ def test_fault_inside_telemetry_is_logged_not_raised(
         raise RuntimeError("pricing exploded")
 
     monkeypatch.setattr("spendmeter.pricing.Pricer.price", broken)
-    with caplog.at_level(logging.ERROR, logger="spendmeter"):
+    with caplog.at_level(logging.WARNING, logger="spendmeter"):
         response = chat()
 
     assert response.choices[0].message.content == ANSWER

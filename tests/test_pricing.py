@@ -459,13 +459,6 @@ def test_load_a_mapping() -> None:
     assert load_overrides(None) == {}
 
 
-def test_an_empty_file_has_no_overrides(tmp_path: Path) -> None:
-    path = tmp_path / "prices.yml"
-    path.write_text("")
-
-    assert load_overrides(path) == {}
-
-
 MALFORMED_FILES = {
     "not yaml": ("prices.yaml", "my-model: {input_cost_per_token: [1\n", "invalid YAML"),
     "not json": ("prices.json", '{"my-model": {', "invalid JSON"),
@@ -521,6 +514,10 @@ MALFORMED_FILES = {
         "model names must be non-empty strings",
     ),
     "unsupported file type": ("prices.toml", "", "unsupported file type"),
+    # A file that prices nothing is a mistake (the wrong file, a failed write), not a choice.
+    "empty YAML": ("prices.yml", "", "the file is empty"),
+    "only comments": ("prices.yaml", "# prices go here\n", "the file is empty"),
+    "empty JSON object": ("prices.json", "{}", "no model is priced"),
 }
 
 

@@ -121,8 +121,82 @@ def test_bad_pricing_file_is_reported_at_start_up_naming_it(tmp_path: Path) -> N
     missing = tmp_path / "no-such-prices.yaml"
     result = run_demo(SPENDMETER_PRICING_FILE=str(missing))
 
-    # opentelemetry-instrument reports a failed instrumentor and lets the app run untraced:
-    # a telemetry misconfiguration must not take the app down.
+    # A telemetry misconfiguration must not take the app down: it runs, untraced, and the
+    # problem is one line, no traceback.
     assert result.returncode == 0
-    assert f"pricing file '{missing}': file not found" in result.stderr
+    line = f"spendmeter is off: SPENDMETER_PRICING_FILE: pricing file '{missing}': file not found"
+    assert result.stderr.count(line) == 1, result.stderr
+    assert "Traceback" not in result.stderr
     assert llm_spans(result.stdout) == []
+
+
+PROBE = """
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+
+class ProbeInstrumentor(BaseInstrumentor):
+    def instrumentation_dependencies(self):
+        return ()
+
+    def _instrument(self, **kwargs):
+        print("probe instrumented", flush=True)
+
+    def _uninstrument(self, **kwargs):
+        pass
+"""
+# What sitecustomize does under opentelemetry-instrument, with the probe's distribution last
+# on sys.path, so that OpenTelemetry's loader reaches it after spendmeter.
+AUTO_INSTRUMENT = """
+import sys
+
+sys.path.append(sys.argv[1])
+from opentelemetry.instrumentation.auto_instrumentation import initialize
+
+initialize()
+from spendmeter import LiteLLMInstrumentor
+
+print("spendmeter instrumented:", LiteLLMInstrumentor().is_instrumented_by_opentelemetry)
+print("litellm imported:", "litellm" in sys.modules)
+"""
+
+
+def probe_distribution(where: Path) -> Path:
+    """A distribution that registers one more instrumentation, which says when it loads."""
+    (where / "spendmeter_probe.py").write_text(PROBE)
+    dist_info = where / "spendmeter_probe-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: spendmeter-probe\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[opentelemetry_instrumentor]\nprobe = spendmeter_probe:ProbeInstrumentor\n"
+    )
+    return where
+
+
+@pytest.mark.integration
+def test_a_bad_variable_is_one_line_and_every_other_instrumentation_loads(
+    tmp_path: Path,
+) -> None:
+    environment = {
+        **os.environ,
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "SPENDMETER_BUDGET_WINDOW": "week",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", AUTO_INSTRUMENT, str(probe_distribution(tmp_path))],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "spendmeter is off: SPENDMETER_BUDGET_WINDOW='week' is not valid: "
+        "expected none or hour or day or month"
+    ]
+    assert "probe instrumented" in result.stdout
+    assert "spendmeter instrumented: False" in result.stdout
+    assert "litellm imported: False" in result.stdout  # nothing was patched

@@ -4,8 +4,9 @@
 settings, per-model caches). ``Call`` is one LLM call: it starts the span, and finishes it once
 with the response or the error, recording metrics and telling budgets what the call cost.
 
-The user's call is sacred: every telemetry step runs under ``guarded`` so that a fault inside
-spendmeter is logged and swallowed. Only ``BudgetExceededError`` crosses into the caller.
+The user's call is sacred: every telemetry step runs under the guard (``spendmeter._guard``) so
+that a fault inside spendmeter is logged once and swallowed. Only ``BudgetExceededError``
+crosses into the caller.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from spendmeter import _attributes, _neighbours
 from spendmeter import semconv as sc
 from spendmeter._estimate import worst_case_cost
+from spendmeter._guard import Guard, guarded
 from spendmeter._listeners import SpendListener, budgets_of
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
@@ -79,15 +81,13 @@ _call_ids = _CallIds()
 os.register_at_fork(after_in_child=_call_ids.renew)
 
 
-def guarded(step: str, func: Callable[..., Any], *args: Any) -> Any:
-    """Run one telemetry step; log and swallow its faults, except a budget's refusal."""
-    try:
-        return func(*args)
-    except BudgetExceededError:
-        raise
-    except Exception:
-        logger.exception("spendmeter: %s failed; the LLM call is unaffected", step)
-        return None
+# The guarded steps that several methods share.
+_ENDING_SPAN = Guard("ending the span")
+_ENDING_ATTEMPT = Guard("ending an attempt")
+_RELEASING = Guard("releasing a reservation")
+_CHECKING_BUDGETS = Guard("checking a budget")
+_COUNTING = Guard("counting a call in a budget")
+_RECORDING_FAILURE = Guard("recording a failed call")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,8 @@ class Telemetry:
         provider SDKs that LiteLLM calls told to step aside."""
         if not self._looked_for_neighbours:
             self._looked_for_neighbours = True
-            guarded("looking for other GenAI instrumentations", _neighbours.warn_about_neighbours)
+            with Guard("looking for other GenAI instrumentations"):
+                _neighbours.warn_about_neighbours()
         return _neighbours.call_context(span, self._signals)
 
     # --- per-model cache ------------------------------------------------------------------
@@ -194,6 +195,7 @@ class Telemetry:
         )
 
     # --- pricing --------------------------------------------------------------------------
+    @Guard("pricing")
     def price(
         self,
         call: Call,
@@ -381,61 +383,53 @@ class Call:
     def admit(self) -> None:
         """Ask every budget whether this call may go out; a refusal ends the span as failed."""
         try:
-            for budget in self.budgets:
-                budget.before_call(self.attributes, self)
+            with _CHECKING_BUDGETS:  # a budget that fails lets the call go ahead
+                for budget in self.budgets:
+                    budget.before_call(self.attributes, self)
         except BudgetExceededError as refusal:
             self._refused(refusal)
             self._tell_failed()  # budgets that admitted it first release what they held
             raise
-        except Exception:
-            logger.exception("spendmeter: a budget check failed; the call goes ahead")
 
     async def aadmit(self) -> None:
         try:
-            for budget in self.budgets:
-                await budget.abefore_call(self.attributes, self)
+            with _CHECKING_BUDGETS:
+                for budget in self.budgets:
+                    await budget.abefore_call(self.attributes, self)
         except BudgetExceededError as refusal:
             self._refused(refusal)
             await self._atell_failed()
             raise
-        except Exception:
-            logger.exception("spendmeter: a budget check failed; the call goes ahead")
 
     def _refused(self, refusal: BudgetExceededError) -> None:
         self._ended = True
-        guarded("recording a refused call", self._end_refused, refusal)
+        self._end_refused(refusal)
         if self.request is not None:
             self.request.refused(refusal)
         # Retries must not send a refused call again: LiteLLM's Router and SDK retry no
         # error that says it was already given its retries.
         refusal.num_retries = 0  # type: ignore[attr-defined]
 
+    @Guard("estimating a call's cost")
     def max_cost(self) -> float | None:
         """The most this call can cost, for budgets that reserve it before it is sent."""
         info = self.info
         operation = info.base[sc.GEN_AI_OPERATION_NAME]
-        cost: float | None = guarded(
-            "estimating a call's cost",
-            worst_case_cost,
-            self.telemetry.pricer,
-            info.model,
-            info.provider,
-            operation,
-            self.params,
+        return worst_case_cost(
+            self.telemetry.pricer, info.model, info.provider, operation, self.params
         )
-        return cost
 
     def _tell_failed(self) -> None:
         for budget in self.budgets:
-            guarded("releasing a reservation", budget.call_failed, self.attributes, self)
+            with _RELEASING:
+                budget.call_failed(self.attributes, self)
 
     async def _atell_failed(self) -> None:
         for budget in self.budgets:
-            try:
+            with _RELEASING:
                 await budget.acall_failed(self.attributes, self)
-            except Exception:
-                logger.exception("spendmeter: releasing a reservation failed")
 
+    @Guard("recording a refused call")
     def _end_refused(self, refusal: BudgetExceededError) -> None:
         self.span.set_attribute(sc.ERROR_TYPE, _attributes.error_type(refusal))
         self.span.set_status(Status(StatusCode.ERROR, str(refusal)))
@@ -456,11 +450,13 @@ class Call:
         if self._ended:
             return False
         self._ended = True
-        guarded("recording a failed call", self._record_failure, error)
+        self._record_failure(error)
         if self.request is not None:
-            guarded("ending an attempt", self.request.attempt_ended, self, None)
+            with _ENDING_ATTEMPT:
+                self.request.attempt_ended(self, None)
         return bool(self.budgets)
 
+    @_RECORDING_FAILURE
     def _record_failure(self, error: BaseException) -> None:
         duration = time.perf_counter() - self.started
         self._mark_failed(error)
@@ -522,30 +518,18 @@ class Call:
     def _priced(self, outcome: Outcome) -> Priced:
         self._ended = True
         response_attributes = outcome.response_attributes
-        pricing = guarded(
-            "pricing",
-            self.telemetry.price,
-            self,
-            outcome.response if outcome.priced is None else outcome.priced,
-            outcome.usage,
-            time.perf_counter() - self.started,
-            outcome.stream,
-        )
+        priced = outcome.response if outcome.priced is None else outcome.priced
+        duration = time.perf_counter() - self.started
+        pricing = self.telemetry.price(self, priced, outcome.usage, duration, outcome.stream)
         pricing = pricing or UNPRICED
         if outcome.estimated and pricing.status == sc.PRICING_PRICED:
             pricing = pricing._replace(status=sc.PRICING_ESTIMATED)
-        guarded(
-            "annotating the span",
-            self._annotate,
-            outcome.usage,
-            pricing,
-            response_attributes,
-            outcome.first_chunk_delay,
-        )
+        self._annotate(outcome.usage, pricing, response_attributes, outcome.first_chunk_delay)
         if outcome.error is not None:
-            guarded("recording a failed call", self._mark_failed, outcome.error)
+            self._mark_failed(outcome.error)
         return pricing
 
+    @_RECORDING_FAILURE
     def _mark_failed(self, error: BaseException) -> None:
         self.span.set_attribute(sc.ERROR_TYPE, _attributes.error_type(error))
         self.span.set_status(
@@ -557,21 +541,17 @@ class Call:
     ) -> None:
         duration = time.perf_counter() - self.started
         self.deactivate()
-        guarded("ending the span", self.span.end)
+        with _ENDING_SPAN:
+            self.span.end()
         if self.traced:
-            guarded(
-                "recording metrics",
-                self._record_metrics,
-                outcome.usage,
-                pricing,
-                duration,
-                outcome.first_chunk_delay,
-                outcome.error,
+            self._record_metrics(
+                outcome.usage, pricing, duration, outcome.first_chunk_delay, outcome.error
             )
         if self.parent is not None:
             self.parent.nested.append((outcome.response, pricing.total))
         if self.request is not None:
-            guarded("ending an attempt", self.request.attempt_ended, self, pricing.total)
+            with _ENDING_ATTEMPT:
+                self.request.attempt_ended(self, pricing.total)
             if exceeded is not None:
                 # Raised by the request once it is over: raised here, it would be retried.
                 self.request.crossed(exceeded)
@@ -591,8 +571,10 @@ class Call:
         costs = [cost for _, cost in self.nested if cost is not None]
         if costs and self.span.is_recording():
             self.span.set_attribute(sc.SPENDMETER_REQUEST_COST, math.fsum(costs))
-        guarded("ending the span", self.span.end)
+        with _ENDING_SPAN:
+            self.span.end()
 
+    @Guard("annotating the span")
     def _annotate(
         self,
         usage: TokenUsage | None,
@@ -611,6 +593,7 @@ class Call:
         add_pricing_attributes(found, pricing)
         span.set_attributes(found)
 
+    @Guard("recording metrics")
     def _record_metrics(
         self,
         usage: TokenUsage | None,
@@ -655,22 +638,20 @@ class Call:
         first: BudgetExceededError | None = None
         for budget in self.budgets:
             try:
-                budget.after_call(self.attributes, cost, self)
+                with _COUNTING:
+                    budget.after_call(self.attributes, cost, self)
             except BudgetExceededError as exceeded:
                 first = first or exceeded
-            except Exception:
-                logger.exception("spendmeter: a budget failed to count a call")
         return _carrying(first, response)
 
     async def _atell_budgets(self, cost: float | None, response: Any) -> BudgetExceededError | None:
         first: BudgetExceededError | None = None
         for budget in self.budgets:
             try:
-                await budget.aafter_call(self.attributes, cost, self)
+                with _COUNTING:
+                    await budget.aafter_call(self.attributes, cost, self)
             except BudgetExceededError as exceeded:
                 first = first or exceeded
-            except Exception:
-                logger.exception("spendmeter: a budget failed to count a call")
         return _carrying(first, response)
 
 

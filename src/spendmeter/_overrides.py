@@ -23,6 +23,7 @@ import litellm
 
 from spendmeter._litellm import apply_provider_cache_read_default, map_generation
 from spendmeter._usage import TokenUsage
+from spendmeter.config import PricingConfigError
 
 _TOKEN_RATES = ("input_cost_per_token", "output_cost_per_token")
 _SECOND_RATES = ("input_cost_per_second", "output_cost_per_second")
@@ -59,10 +60,6 @@ _UNSUPPORTED_SCHEMES = ("tiered_pricing", "off_peak_pricing")
 _MAX_CACHED_MODELS = 4096
 
 
-class PricingConfigError(ValueError):
-    """Price overrides that cannot be used; the message names the file, model and key."""
-
-
 # --- overrides ---------------------------------------------------------------------------
 
 
@@ -86,12 +83,15 @@ def load_overrides(
     path = Path(os.fspath(source))
     where = f"pricing file {str(path)!r}"
     loaded = _read_pricing_file(path, where)
-    if loaded is None:  # an empty file
-        return {}
+    # A file that prices nothing is a mistake (the wrong file, a failed write), never meant.
+    if loaded is None:
+        raise PricingConfigError(f"{where}: the file is empty; it must map model names to prices")
     if not isinstance(loaded, Mapping):
         raise PricingConfigError(
             f"{where}: the top level must map model names to prices, not {_kind(loaded)}"
         )
+    if not loaded:
+        raise PricingConfigError(f"{where}: no model is priced; it must map model names to prices")
     return _checked_overrides(loaded, where)
 
 

@@ -28,7 +28,8 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from spendmeter import _attributes
 from spendmeter import semconv as sc
-from spendmeter._call import Call, Telemetry, guarded
+from spendmeter._call import Call, Telemetry
+from spendmeter._guard import guarded
 from spendmeter.errors import BudgetExceededError
 
 # The request whose attempts are being made now; a call started inside one is its attempt.

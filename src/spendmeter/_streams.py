@@ -18,7 +18,8 @@ from opentelemetry import context as otel_context
 
 from spendmeter import semconv as sc
 from spendmeter._attributes import field, output_message
-from spendmeter._call import Call, Outcome, guarded
+from spendmeter._call import Call, Outcome
+from spendmeter._guard import guarded
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
 

@@ -11,7 +11,6 @@ it: an async call awaits its budgets, so that a ledger on the network never bloc
 from __future__ import annotations
 
 import inspect
-import logging
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -20,10 +19,12 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from spendmeter._attributes import Operation
 from spendmeter._call import CURRENT_CALL, Call, Telemetry
+from spendmeter._guard import Guard
 from spendmeter._requests import CURRENT_REQUEST, Request
 from spendmeter._streams import TracedStream
 
-logger = logging.getLogger("spendmeter")
+_STARTING_SPAN = Guard("starting a span")
+_STARTING_REQUEST = Guard("starting a request span")
 
 # Flags LiteLLM's async functions set when they run their sync twin in a worker thread: that
 # inner call is the same call, not a second one.
@@ -79,7 +80,7 @@ def _start(
     request = CURRENT_REQUEST.get() if parent is None else None
     if request is not None and request.refusal is not None:
         raise request.refusal  # a refused request is not sent again, by retry or fallback
-    try:
+    with _STARTING_SPAN:
         # Under suppress_instrumentation() the call makes no span, but its budgets still
         # count and cap it: the money is spent either way.
         return telemetry.begin(
@@ -90,9 +91,7 @@ def _start(
             parent=parent,
             request=request,
         )
-    except Exception:
-        logger.exception("spendmeter: starting a span failed; the LLM call is unaffected")
-        return None
+    return None
 
 
 def _as_stream(call: Call, result: Any) -> Any:
@@ -167,13 +166,11 @@ def request_wrapper(telemetry: Telemetry, operation: str, *, router: bool, is_as
     def begin(kwargs: Mapping[str, Any]) -> Request | None:
         if CURRENT_CALL.get() is not None:
             return None  # LiteLLM retrying inside a call: that call is the request
-        try:
+        with _STARTING_REQUEST:
             return Request(
                 telemetry, operation, kwargs, router=router, traced=is_instrumentation_enabled()
             )
-        except Exception:
-            logger.exception("spendmeter: starting a request span failed; it is unaffected")
-            return None
+        return None
 
     if is_async:
 

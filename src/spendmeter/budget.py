@@ -190,6 +190,7 @@ class BudgetSpanProcessor(SpanProcessor):
             thresholds=DEFAULT_THRESHOLDS if settings.thresholds is None else settings.thresholds,
             window=settings.window,
             scope=settings.scope,
+            name=settings.name,
             meter_provider=meter_provider,
             ledger=settings.ledger,
             on_ledger_error=settings.on_ledger_error,

@@ -17,8 +17,11 @@
 - ``SPENDMETER_BUDGET_LEDGER_ERROR``: ``open`` (default: calls go while the ledger cannot be
   reached) or ``closed`` (they are refused).
 - ``SPENDMETER_BUDGET_LEDGER_TIMEOUT``: seconds each ledger operation may take (``0.5``).
+- ``SPENDMETER_BUDGET_NAME``: the budget's ``name`` (``default``): its key in a shared ledger.
 
-A bad value raises :class:`ConfigError` naming the variable and the value.
+A bad value raises :class:`ConfigError` naming the variable and the value. So does a
+``SPENDMETER_BUDGET_*`` companion set without ``SPENDMETER_BUDGET_USD``: it would do nothing,
+and a budget the user believes is on must not be silently off.
 """
 
 from __future__ import annotations
@@ -40,6 +43,18 @@ BUDGET_SCOPE = "SPENDMETER_BUDGET_SCOPE"
 BUDGET_LEDGER = "SPENDMETER_BUDGET_LEDGER"
 BUDGET_LEDGER_ERROR = "SPENDMETER_BUDGET_LEDGER_ERROR"
 BUDGET_LEDGER_TIMEOUT = "SPENDMETER_BUDGET_LEDGER_TIMEOUT"
+BUDGET_NAME = "SPENDMETER_BUDGET_NAME"
+# What configures the budget that SPENDMETER_BUDGET_USD installs: meaningless without it.
+BUDGET_COMPANIONS = (
+    BUDGET_ACTION,
+    BUDGET_THRESHOLDS,
+    BUDGET_WINDOW,
+    BUDGET_SCOPE,
+    BUDGET_NAME,
+    BUDGET_LEDGER,
+    BUDGET_LEDGER_ERROR,
+    BUDGET_LEDGER_TIMEOUT,
+)
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -47,13 +62,27 @@ BUDGET_ACTIONS = ("alert", "raise")
 BUDGET_WINDOWS = ("none", "hour", "day", "month")
 LEDGER_ERROR_POLICIES = ("open", "closed")
 DEFAULT_LEDGER_TIMEOUT = 0.5
+DEFAULT_BUDGET_NAME = "default"
 
 
 class ConfigError(ValueError):
-    """An environment variable holds a value spendmeter cannot use."""
+    """An environment variable holds a value spendmeter cannot use; ``name`` is the variable."""
 
-    def __init__(self, name: str, value: str, expected: str) -> None:
-        super().__init__(f"{name}={value!r} is not valid: expected {expected}")
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class PricingConfigError(ValueError):
+    """Price overrides that cannot be used; the message names the file, model and key.
+
+    Defined here, with the other configuration error, so that catching both needs no LiteLLM
+    import; ``spendmeter.pricing`` exports it.
+    """
+
+
+def _invalid(name: str, value: str, expected: str) -> ConfigError:
+    return ConfigError(name, f"{name}={value!r} is not valid: expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +95,7 @@ class BudgetSettings:
     ledger: str | None = None
     on_ledger_error: str = "open"
     ledger_timeout: float = DEFAULT_LEDGER_TIMEOUT
+    name: str = DEFAULT_BUDGET_NAME
 
 
 @dataclass(frozen=True)
@@ -84,27 +114,27 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigError(name, raw, "true or false")
+    raise _invalid(name, raw, "true or false")
 
 
 def _float(name: str, raw: str) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ConfigError(name, raw, "a number") from None
+        raise _invalid(name, raw, "a number") from None
 
 
 def _usd(name: str, raw: str) -> float:
     value = _float(name, raw)
     if not math.isfinite(value) or value < 0:
-        raise ConfigError(name, raw, "a finite number of USD >= 0")
+        raise _invalid(name, raw, "a finite number of USD >= 0")
     return value
 
 
 def _fractions(name: str, raw: str) -> tuple[float, ...]:
     values = tuple(_float(name, part) for part in _names(raw))
     if not values or not all(0 < value <= 1 for value in values):
-        raise ConfigError(name, raw, "a comma list of fractions of the budget in (0, 1]")
+        raise _invalid(name, raw, "a comma list of fractions of the budget in (0, 1]")
     return values
 
 
@@ -112,14 +142,14 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     raw = env.get(name, default)
     value = raw.strip().lower() or default
     if value not in choices:
-        raise ConfigError(name, raw, " or ".join(choices))
+        raise _invalid(name, raw, " or ".join(choices))
     return value
 
 
 def _seconds(name: str, raw: str) -> float:
     value = _float(name, raw)
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(name, raw, "a number of seconds > 0")
+        raise _invalid(name, raw, "a number of seconds > 0")
     return value
 
 
@@ -133,7 +163,7 @@ def _ledger_url(env: Mapping[str, str]) -> str | None:
         return checked_url(raw)
     except ValueError:
         # The URL may hold a password: the error shows it redacted.
-        raise ConfigError(BUDGET_LEDGER, redacted(raw), "a redis:// or rediss:// URL") from None
+        raise _invalid(BUDGET_LEDGER, redacted(raw), "a redis:// or rediss:// URL") from None
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -141,19 +171,16 @@ def _names(raw: str) -> tuple[str, ...]:
 
 
 def _budget(env: Mapping[str, str]) -> BudgetSettings | None:
-    raw = env.get(BUDGET_USD, "").strip()
-    if not raw:
-        return None
-    # Checked here as BudgetSpanProcessor would check them, so that the error names the
-    # variable and comes before LiteLLM is patched.
-    thresholds_raw = env.get(BUDGET_THRESHOLDS, "").strip()
-    thresholds = _fractions(BUDGET_THRESHOLDS, thresholds_raw) if thresholds_raw else None
+    # Every companion is checked, as BudgetSpanProcessor would check it, whether or not a
+    # budget is set: the error names the variable and comes before LiteLLM is patched.
+    thresholds = env.get(BUDGET_THRESHOLDS, "").strip()
     window = _choice(env, BUDGET_WINDOW, BUDGET_WINDOWS, "none")
     timeout = env.get(BUDGET_LEDGER_TIMEOUT, "").strip()
-    return BudgetSettings(
-        budget=_usd(BUDGET_USD, raw),
+    raw = env.get(BUDGET_USD, "").strip()
+    settings = BudgetSettings(
+        budget=_usd(BUDGET_USD, raw) if raw else 0.0,
         raise_on_budget=_choice(env, BUDGET_ACTION, BUDGET_ACTIONS, "alert") == "raise",
-        thresholds=thresholds,
+        thresholds=_fractions(BUDGET_THRESHOLDS, thresholds) if thresholds else None,
         window=None if window == "none" else window,
         scope=env.get(BUDGET_SCOPE, "").strip() or None,
         ledger=_ledger_url(env),
@@ -161,7 +188,22 @@ def _budget(env: Mapping[str, str]) -> BudgetSettings | None:
         ledger_timeout=_seconds(BUDGET_LEDGER_TIMEOUT, timeout)
         if timeout
         else DEFAULT_LEDGER_TIMEOUT,
+        name=env.get(BUDGET_NAME, "").strip() or DEFAULT_BUDGET_NAME,
     )
+    if raw:
+        return settings
+    _no_companions(env)
+    return None
+
+
+def _no_companions(env: Mapping[str, str]) -> None:
+    for name in BUDGET_COMPANIONS:
+        if env.get(name, "").strip():
+            raise ConfigError(
+                name,
+                f"{name} is set but {BUDGET_USD} is not: {name} configures the budget that "
+                f"{BUDGET_USD} installs; set {BUDGET_USD}, or unset {name}",
+            )
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:

@@ -6,9 +6,11 @@ import functools
 import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("spendmeter")
 
 _INSTRUMENTS = ("litellm >= 1.106.2, != 1.107.*",)
+# The module of OpenTelemetry's auto-instrumentation (opentelemetry-instrument, or its
+# initialize() called in code), which loads every instrumentation entry point in turn.
+_AUTO_INSTRUMENTATION = "opentelemetry.instrumentation.auto_instrumentation"
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,25 @@ class LiteLLMInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped ba
     def instrumentation_dependencies(self) -> Collection[str]:
         return _INSTRUMENTS
 
+    def instrument(self, **kwargs: Any) -> Any:
+        """Instrument LiteLLM; a configuration error raises, except under auto-instrumentation.
+
+        There OpenTelemetry's loader would log it with two tracebacks and then skip every
+        instrumentation after spendmeter: the error is logged as one line instead, and
+        spendmeter stays off while the others load.
+        """
+        try:
+            return super().instrument(**kwargs)
+        except (config.ConfigError, config.PricingConfigError) as error:
+            if not _loaded_by_auto_instrumentation():
+                raise
+            logger.error("spendmeter is off: %s", error)
+            return None
+
     def _instrument(self, **kwargs: Any) -> None:
+        # Configuration first: an error is reported before anything is imported or patched.
+        settings = config.from_env()
+        pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
         # LiteLLM, and what needs it, is imported only now: `import spendmeter` stays cheap,
         # and works where LiteLLM is not installed (the dependency check reports that).
         import litellm
@@ -234,11 +257,9 @@ class LiteLLMInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped ba
         from spendmeter import _wrappers
         from spendmeter._call import Telemetry
         from spendmeter.metrics import create_instruments
-        from spendmeter.pricing import Pricer, load_overrides
+        from spendmeter.pricing import Pricer
 
-        settings = config.from_env()
-        pricing: str | PathLike[str] | Mapping[str, Any] | None = kwargs.get("pricing")
-        overrides = load_overrides(pricing if pricing is not None else settings.pricing_file)
+        overrides = _load_pricing(pricing, settings)
         tracer_provider = kwargs.get("tracer_provider")
         tracer = trace.get_tracer(sc.INSTRUMENTATION_SCOPE, __version__, tracer_provider)
         meter = metrics.get_meter(
@@ -298,6 +319,30 @@ def _retrying_wrapper(telemetry: Telemetry, operation: str, original: Any) -> An
     return _wrappers.request_wrapper(
         telemetry, operation, router=False, is_async=inspect.iscoroutinefunction(original)
     )
+
+
+def _loaded_by_auto_instrumentation() -> bool:
+    """Whether OpenTelemetry's auto-instrumentation loader is what called ``instrument()``."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(_AUTO_INSTRUMENTATION):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _load_pricing(
+    pricing: str | PathLike[str] | Mapping[str, Any] | None, settings: config.Settings
+) -> dict[str, dict[str, float | str]]:
+    from spendmeter.pricing import PricingConfigError, load_overrides
+
+    if pricing is not None:
+        return load_overrides(pricing)
+    try:
+        return load_overrides(settings.pricing_file)
+    except PricingConfigError as error:
+        # The file came from the environment: say which variable named it.
+        raise PricingConfigError(f"{config.PRICING_FILE}: {error}") from None
 
 
 def _operation(target: Target, original: Any) -> Operation:

@@ -29,11 +29,11 @@ from spendmeter._overrides import (
     Cost,
     Price,
     PriceResolver,
-    PricingConfigError,
     compute_cost,
     load_overrides,
 )
 from spendmeter._usage import TokenUsage, token_usage
+from spendmeter.config import PricingConfigError
 
 __all__ = ["Cost", "Priced", "Pricer", "PricingConfigError", "load_overrides"]
 

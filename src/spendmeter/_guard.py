@@ -1,0 +1,93 @@
+"""The one guard around telemetry steps: a fault inside spendmeter never reaches the caller.
+
+A step that fails is logged at WARNING, with its traceback, the first time it fails in the
+process, and at DEBUG after that: a step that fails on every call must say so once, not flood
+the app's log with one traceback per LLM call. Only ``BudgetExceededError`` (a budget refusing
+or stopping a call, which the user asked for) passes through; every other ``Exception`` is
+swallowed.
+
+``Guard(step)`` is the guard as a context manager (``with Guard("ending the span"):``) and as a
+decorator (``@Guard("annotating the span")``: the method returns ``None`` when it fails); it
+holds no state, so one instance can be a module constant shared by every call and thread.
+``guarded(step, func, *args)`` is the same guard for a call whose value is wanted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import ParamSpec, TypeVar
+
+from spendmeter.errors import BudgetExceededError
+
+logger = logging.getLogger("spendmeter")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# The steps that have failed in this process. Step names are constants in the code, so the
+# set stays small; a race between two threads at most logs one failure twice at WARNING.
+_failed: set[str] = set()
+
+
+def report(step: str, error: BaseException) -> None:
+    """Log ``error`` as a failure of ``step``: WARNING the first time, DEBUG after."""
+    if step in _failed:
+        logger.debug("spendmeter: %s failed again", step, exc_info=error)
+        return
+    _failed.add(step)
+    logger.warning(
+        "spendmeter: %s failed; the LLM call is unaffected (further failures of this step "
+        "are logged at DEBUG)",
+        step,
+        exc_info=error,
+    )
+
+
+def _swallows(error: BaseException | None) -> bool:
+    return isinstance(error, Exception) and not isinstance(error, BudgetExceededError)
+
+
+class Guard:
+    """Runs a telemetry step so that its faults are reported once and swallowed."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if error is None or not _swallows(error):
+            return False
+        report(self.step, error)
+        return True
+
+    def __call__(self, func: Callable[_P, _T]) -> Callable[_P, _T | None]:
+        @functools.wraps(func)
+        def guarded_step(*args: _P.args, **kwargs: _P.kwargs) -> _T | None:
+            with self:
+                return func(*args, **kwargs)
+            return None
+
+        return guarded_step
+
+
+def guarded(step: str, func: Callable[..., _T], *args: object) -> _T | None:
+    """``func(*args)`` under the guard; ``None`` when it fails."""
+    try:
+        return func(*args)
+    except Exception as error:
+        if not _swallows(error):
+            raise
+        report(step, error)
+        return None
