@@ -46,6 +46,9 @@ class Request:
     def max_cost(self) -> float | None:
         return None
 
+    async def amax_cost(self) -> float | None:
+        return None
+
 
 class Contender:
     def __init__(self, label: str, ledger: str | None, mode: str, is_async: bool) -> None:

@@ -293,6 +293,9 @@ async def one_async_call(budget: BudgetSpanProcessor, call_id: str) -> None:
         def max_cost(self) -> float | None:
             return None
 
+        async def amax_cost(self) -> float | None:
+            return None
+
     attributes = {"gen_ai.request.model": "gpt-4o-mini"}
     await budget.abefore_call(attributes, Request())
     await budget.aafter_call(attributes, 0.125, Request())

@@ -33,6 +33,9 @@ class Request:
     def max_cost(self) -> float | None:
         return self.worst_case
 
+    async def amax_cost(self) -> float | None:
+        return self.worst_case
+
 
 _ids = iter(range(1, 10**9))
 

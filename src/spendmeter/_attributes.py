@@ -172,13 +172,79 @@ def request_attributes(
     if isinstance(api_base, str):
         attributes.update(server_attributes(api_base))
     if capture_content:
-        content = params.get("messages") or params.get("prompt") or params.get("input")
-        if content is not None:
-            attributes[sc.GEN_AI_INPUT_MESSAGES] = _json(content)
+        messages = input_messages(params)
+        if messages:
+            attributes[sc.GEN_AI_INPUT_MESSAGES] = _json(messages)
         tools = params.get("tools")
         if isinstance(tools, list) and tools:
             attributes[sc.GEN_AI_TOOL_DEFINITIONS] = _json([_tool_definition(t) for t in tools])
     return attributes
+
+
+def input_messages(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The call's input in semconv's message schema: chat messages (dicts or LiteLLM
+    ``Message`` objects sent back as history) with text, tool-call and tool-response parts; a
+    text completion's prompt or an embedding's input as one user message of text parts."""
+    messages = params.get("messages")
+    if isinstance(messages, (list, tuple)):
+        return [_input_message(message) for message in messages]
+    texts = _strings(params.get("prompt", params.get("input")))
+    if not texts:
+        return []
+    return [{"role": "user", "parts": [{"type": "text", "content": text} for text in texts]}]
+
+
+def _input_message(message: Any) -> dict[str, Any]:
+    role = field(message, "role")
+    role = role if isinstance(role, str) and role else "user"
+    content = field(message, "content")
+    if role in ("tool", "function"):  # the answer to a tool call the model asked for
+        parts = [
+            {
+                "type": "tool_call_response",
+                "id": field(message, "tool_call_id"),
+                "response": content,
+            }
+        ]
+    else:
+        parts = _content_parts(content)
+        parts.extend(_tool_call_part(call) for call in field(message, "tool_calls") or ())
+    found: dict[str, Any] = {"role": role, "parts": parts}
+    name = field(message, "name")
+    if isinstance(name, str) and name:
+        found["name"] = name
+    return found
+
+
+def _content_parts(content: Any) -> list[dict[str, Any]]:
+    """A message's content as parts: a string is one text part; OpenAI-style content parts map
+    to semconv's (text; an image or file by its URL); any other part is kept as given."""
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}] if content else []
+    if not isinstance(content, (list, tuple)):
+        return []
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        kind = field(part, "type")
+        if kind == "text":
+            parts.append({"type": "text", "content": field(part, "text")})
+        elif kind == "image_url":
+            image = field(part, "image_url")
+            url = image if isinstance(image, str) else field(image, "url")
+            parts.append({"type": "uri", "modality": "image", "uri": url})
+        else:
+            parts.append(dict(part) if isinstance(part, Mapping) else {"type": str(kind)})
+    return parts
+
+
+def _tool_call_part(call: Any) -> dict[str, Any]:
+    function = field(call, "function")
+    return {
+        "type": "tool_call",
+        "id": field(call, "id"),
+        "name": field(function, "name"),
+        "arguments": field(function, "arguments"),
+    }
 
 
 def _output_type(response_format: Any) -> str | None:
@@ -286,16 +352,8 @@ def output_message(
         parts.append({"type": "reasoning", "content": reasoning})
     if isinstance(text, str) and text:
         parts.append({"type": "text", "content": text})
-    for call in tool_calls if isinstance(tool_calls, list) else ():
-        function = field(call, "function")
-        parts.append(
-            {
-                "type": "tool_call",
-                "id": field(call, "id"),
-                "name": field(function, "name"),
-                "arguments": field(function, "arguments"),
-            }
-        )
+    if isinstance(tool_calls, list):
+        parts.extend(_tool_call_part(call) for call in tool_calls)
     message: dict[str, Any] = {"role": role if isinstance(role, str) else "assistant"}
     message["parts"] = parts
     if finish_reason:

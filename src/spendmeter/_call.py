@@ -11,6 +11,7 @@ crosses into the caller.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -33,6 +34,7 @@ from spendmeter import semconv as sc
 from spendmeter._estimate import worst_case_cost
 from spendmeter._guard import Guard, guarded
 from spendmeter._listeners import SpendListener, budgets_of
+from spendmeter._tokens import INLINE_CHARS, prompt_chars
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
 from spendmeter.metrics import Instruments
@@ -78,6 +80,7 @@ class _CallIds:
 
 
 _call_ids = _CallIds()
+_NOT_YET = object()  # a call's worst case, before it is counted
 os.register_at_fork(after_in_child=_call_ids.renew)
 
 
@@ -296,6 +299,7 @@ class Call:
         "_call_id",
         "_current",
         "_ended",
+        "_max_cost",
         "attributes",
         "budgets",
         "info",
@@ -330,6 +334,7 @@ class Call:
         self.nested: list[tuple[Any, float | None]] = []
         self.attributes = attributes
         self.traced = traced
+        self._max_cost: float | object | None = _NOT_YET
         # The budgets that admit a call are the ones that settle it.
         self.budgets = telemetry.budgets()
         self._call_id: str | None = None
@@ -400,6 +405,12 @@ class Call:
             self._refused(refusal)
             await self._atell_failed()
             raise
+        except asyncio.CancelledError as cancelled:
+            # Cancelled while a budget counted its prompt or asked its ledger: never sent.
+            await self.afail(cancelled)
+            raise
+        except Exception:
+            logger.exception("spendmeter: a budget check failed; the call goes ahead")
 
     def _refused(self, refusal: BudgetExceededError) -> None:
         self._ended = True
@@ -410,14 +421,28 @@ class Call:
         # error that says it was already given its retries.
         refusal.num_retries = 0  # type: ignore[attr-defined]
 
-    @Guard("estimating a call's cost")
     def max_cost(self) -> float | None:
-        """The most this call can cost, for budgets that reserve it before it is sent."""
-        info = self.info
-        operation = info.base[sc.GEN_AI_OPERATION_NAME]
-        return worst_case_cost(
-            self.telemetry.pricer, info.model, info.provider, operation, self.params
-        )
+        """The most this call can cost, for budgets that reserve it before it is sent; counted
+        once, however many budgets ask."""
+        if self._max_cost is _NOT_YET:
+            info = self.info
+            self._max_cost = guarded(
+                "estimating a call's cost",
+                worst_case_cost,
+                self.telemetry.pricer,
+                info.model,
+                info.provider,
+                info.base[sc.GEN_AI_OPERATION_NAME],
+                self.params,
+            )
+        return self._max_cost  # type: ignore[return-value]
+
+    async def amax_cost(self) -> float | None:
+        """``max_cost`` for an async call: a long prompt is counted in a worker thread, so that
+        the event loop goes on meanwhile; a short one inline, which costs the loop less."""
+        if self._max_cost is not _NOT_YET or prompt_chars(self.params) <= INLINE_CHARS:
+            return self.max_cost()
+        return await asyncio.to_thread(self.max_cost)
 
     def _tell_failed(self) -> None:
         for budget in self.budgets:
@@ -492,30 +517,33 @@ class Call:
             response=response,
         )
 
-    def finish(self, outcome: Outcome) -> None:
-        """Price, annotate and end the span, record metrics, tell budgets. Budgets may raise."""
+    def finish(self, outcome: Outcome, pricing: Priced | None = None) -> None:
+        """Price (unless ``pricing`` is the outcome's price already), annotate and end the
+        span, record metrics, tell budgets. Budgets may raise."""
         if self._answered_by_nested_call(outcome.response):
             self.end_as_request()
             self._tell_failed()
             return
-        pricing = self._priced(outcome)
+        pricing = pricing or self.priced(outcome)
         # Budgets hear of the call while its span is open, so a threshold event lands on it;
         # a budget's error reaches the caller only once the span is ended and exported.
         with self._current_for_budgets():
             exceeded = self._tell_budgets(pricing.total, outcome.response)
         self._close(outcome, pricing, exceeded)
 
-    async def afinish(self, outcome: Outcome) -> None:
+    async def afinish(self, outcome: Outcome, pricing: Priced | None = None) -> None:
         if self._answered_by_nested_call(outcome.response):
             self.end_as_request()
             await self._atell_failed()
             return
-        pricing = self._priced(outcome)
+        pricing = pricing or self.priced(outcome)
         with self._current_for_budgets():
             exceeded = await self._atell_budgets(pricing.total, outcome.response)
         self._close(outcome, pricing, exceeded)
 
-    def _priced(self, outcome: Outcome) -> Priced:
+    def priced(self, outcome: Outcome) -> Priced:
+        """Price the outcome and put it on the span (any thread: a stream's may be priced in a
+        worker); the call counts as ended from here."""
         self._ended = True
         response_attributes = outcome.response_attributes
         priced = outcome.response if outcome.priced is None else outcome.priced

@@ -1,12 +1,12 @@
 """The most one LLM call can cost, known before it is sent: what a reserving budget holds back.
 
-The prompt is counted locally with LiteLLM's tokenizer; the answer is bounded by the call's
-``max_tokens``/``max_completion_tokens`` (else the model's maximum output in LiteLLM's map),
-times ``n``; both are priced as the call will be: at the user's override rates, else by
-LiteLLM's ``cost_per_token`` (service tier and ``base_model`` included). It is an estimate, not a
-guarantee: a local token count can differ from the provider's, and cache writes, which some
-providers charge above plain input, are not foreseen. ``None`` when the cost cannot be bounded:
-no price, a price per second, or no limit on the answer.
+The prompt is counted locally with LiteLLM's tokenizer (as ``spendmeter._tokens`` counts); the
+answer is bounded by the call's ``max_tokens``/``max_completion_tokens`` (else the model's
+maximum output in LiteLLM's map), times ``n``; both are priced as the call will be: at the
+user's override rates, else by LiteLLM's ``cost_per_token`` (service tier and ``base_model``
+included). It is an estimate, not a guarantee: a local token count can differ from the
+provider's, and cache writes, which some providers charge above plain input, are not foreseen.
+``None`` when the cost cannot be bounded: no price, a price per second, or no limit on the answer.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import litellm
 from spendmeter import _litellm
 from spendmeter import semconv as sc
 from spendmeter._overrides import compute_cost
+from spendmeter._tokens import prompt_tokens
 from spendmeter._usage import TokenUsage
 from spendmeter.pricing import Pricer, base_model_of
 
@@ -76,27 +77,6 @@ def _litellm_cost(
     if total == 0 and not _litellm.prices_anything(model, provider):
         return None  # an entry without a price field: unpriced, not free
     return total
-
-
-def prompt_tokens(model: str, params: Mapping[str, Any]) -> int | None:
-    """The call's prompt counted locally (messages with their tools, a prompt or an input);
-    ``None`` when there is nothing to count."""
-    messages = params.get("messages")
-    if messages:
-        return int(
-            litellm.token_counter(
-                model=model,
-                messages=messages,
-                tools=params.get("tools"),
-                tool_choice=params.get("tool_choice"),
-                use_default_image_token_count=True,  # never fetch an image to count its tokens
-            )
-        )
-    text = params.get("prompt", params.get("input"))  # text completions, embeddings
-    texts = [text] if isinstance(text, str) else text
-    if isinstance(texts, (list, tuple)) and texts and all(isinstance(item, str) for item in texts):
-        return sum(int(litellm.token_counter(model=model, text=item)) for item in texts)
-    return None
 
 
 def _output_tokens(model: str, provider: str, params: Mapping[str, Any]) -> int | None:

@@ -22,6 +22,9 @@ class CallRequest(Protocol):
     def max_cost(self) -> float | None:
         """The most the call can cost (computed on demand); ``None`` when it has no bound."""
 
+    async def amax_cost(self) -> float | None:
+        """``max_cost`` for an async call, computed without holding up its event loop."""
+
 
 @runtime_checkable
 class SpendListener(Protocol):

@@ -92,6 +92,9 @@ class Request:
     def max_cost(self) -> float | None:
         return None  # the request holds nothing back: each attempt reserves its own cost
 
+    async def amax_cost(self) -> float | None:
+        return None
+
     # --- running ----------------------------------------------------------------------------
     def __enter__(self) -> Request:
         self._token = otel_context.attach(trace.set_span_in_context(self.span))

@@ -7,10 +7,11 @@ when the stream is exhausted, fails, is closed, is cancelled or is garbage-colle
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine
 from typing import Any
 
 import wrapt
@@ -20,8 +21,17 @@ from spendmeter import semconv as sc
 from spendmeter._attributes import field, output_message
 from spendmeter._call import Call, Outcome
 from spendmeter._guard import guarded
+from spendmeter._tokens import (
+    COUNT_LIMIT_CHARS,
+    count_messages,
+    count_text,
+    downloads_tokenizer,
+    prompt_chars,
+    rough_tokens,
+)
 from spendmeter._usage import TokenUsage, token_usage
 from spendmeter.errors import BudgetExceededError
+from spendmeter.pricing import Priced
 
 logger = logging.getLogger("spendmeter")
 
@@ -31,13 +41,83 @@ _RESPONSES_FINAL_EVENTS = frozenset(
 )
 
 
+class _Choice:
+    """One choice of a stream, put together from its deltas: what its output message records
+    and what a local count counts."""
+
+    __slots__ = ("finish_reason", "reasoning", "role", "text", "tool_calls")
+
+    def __init__(self) -> None:
+        self.role: str | None = None
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        # By the index the deltas give: {"id", "name", "arguments" (the streamed pieces)}.
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+
+    def add(self, choice: Any) -> None:
+        reason = field(choice, "finish_reason")
+        if reason:
+            self.finish_reason = str(reason)
+        delta = field(choice, "delta")
+        if delta is None:  # text completions stream choices with a `text` and no delta
+            _append(self.text, field(choice, "text"))
+            return
+        role = field(delta, "role")
+        if isinstance(role, str) and role:
+            self.role = role
+        _append(self.text, field(delta, "content"))
+        _append(self.reasoning, field(delta, "reasoning_content"))
+        for call in field(delta, "tool_calls") or ():
+            self._add_tool_call(call)
+
+    def _add_tool_call(self, call: Any) -> None:
+        index = field(call, "index")
+        key = index if isinstance(index, int) else len(self.tool_calls)
+        so_far = self.tool_calls.setdefault(key, {"id": None, "name": None, "arguments": []})
+        if field(call, "id"):
+            so_far["id"] = field(call, "id")
+        function = field(call, "function")
+        if field(function, "name"):  # sent once, with the call's first delta
+            so_far["name"] = field(function, "name")
+        _append(so_far["arguments"], field(function, "arguments"))
+
+    def pieces(self) -> list[str]:
+        """Every piece of text the choice streamed: text, reasoning, tool names and arguments."""
+        found = [*self.text, *self.reasoning]
+        for call in self.tool_calls.values():
+            found.extend([call["name"] or "", *call["arguments"]])
+        return found
+
+    def message(self) -> dict[str, Any]:
+        calls = [
+            {
+                "id": call["id"],
+                "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
+            }
+            for _, call in sorted(self.tool_calls.items())
+        ]
+        return output_message(
+            self.role,
+            "".join(self.text),
+            "".join(self.reasoning),
+            calls,
+            self.finish_reason,
+        )
+
+
+def _append(pieces: list[str], piece: Any) -> None:
+    if isinstance(piece, str) and piece:
+        pieces.append(piece)
+
+
 class _Seen:
     """The chunks seen so far. A chunk only costs a list append on the way through (LiteLLM
     keeps every chunk itself, so this holds no extra objects); they are read once, at the end.
     """
 
     __slots__ = (
-        "_text",
+        "_choices",
         "chunks",
         "final_response",
         "finish_reasons",
@@ -49,7 +129,7 @@ class _Seen:
 
     def __init__(self) -> None:
         self.chunks: list[Any] = []
-        self._text: str | None = None
+        self._choices: list[_Choice] | None = None
         self.first_chunk_at: float | None = None
         self.response_id: str | None = None
         self.response_model: str | None = None
@@ -92,30 +172,21 @@ class _Seen:
         if status:
             self.finish_reasons.append(str(status))
 
-    def reasoning(self) -> str:
-        """The streamed reasoning content, put together when content is captured."""
-        return "".join(
-            reasoning
-            for chunk in self.chunks
-            for choice in field(chunk, "choices") or ()
-            if isinstance(reasoning := field(field(choice, "delta"), "reasoning_content"), str)
-        )
+    def choices(self) -> list[_Choice]:
+        """Each choice put together, in index order, on first use: only when needed (content
+        is captured, or tokens are counted without LiteLLM's assembling)."""
+        if self._choices is None:
+            by_index: dict[int, _Choice] = {}
+            for chunk in self.chunks:
+                for choice in field(chunk, "choices") or ():
+                    index = field(choice, "index")
+                    key = index if isinstance(index, int) else 0
+                    by_index.setdefault(key, _Choice()).add(choice)
+            self._choices = [by_index[key] for key in sorted(by_index)]
+        return self._choices
 
-    def text(self) -> str:
-        """The streamed text, put together on first use: only when needed (no usage came, or
-        content is captured), as it touches every choice of every chunk."""
-        if self._text is None:
-            self._text = "".join(self._texts())
-        return self._text
-
-    def _texts(self) -> Iterator[str]:
-        for chunk in self.chunks:
-            for choice in field(chunk, "choices") or ():
-                delta = field(choice, "delta")
-                # Text completions stream choices with a `text` and no delta.
-                text = field(choice, "text") if delta is None else field(delta, "content")
-                if text:
-                    yield text
+    def output_chars(self) -> int:
+        return sum(len(piece) for choice in self.choices() for piece in choice.pieces())
 
 
 class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any stream
@@ -194,7 +265,9 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         await self.aclose()
 
     def __del__(self) -> None:
-        self._self_finish(None)
+        # Collected unfinished (a loop broken out of): maybe on an event loop, maybe on
+        # whatever thread runs the collector, so priced from the rough count, no tokenizer.
+        self._self_finish(None, rough=True)
 
     # --- until the first chunk ------------------------------------------------------------
     # LiteLLM may make the provider SDK's call only when the first chunk is asked for: it runs
@@ -217,47 +290,68 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
                 otel_context.detach(token)
 
     # --- bookkeeping ----------------------------------------------------------------------
-    def _self_finish(self, error: BaseException | None) -> None:
-        outcome = self._self_ending(error)
-        if outcome is None:
+    def _self_claim(self) -> bool:
+        """Whether this ending is the stream's first: a stream finishes exactly once."""
+        if self._self_finished:
+            return False
+        self._self_finished = True
+        return True
+
+    def _self_finish(self, error: BaseException | None, *, rough: bool = False) -> None:
+        if not self._self_claim():
             return
+        call = self._self_call
+        if _failed(error):
+            call.fail(error)  # type: ignore[arg-type]
+            return
+        guarded("reading a stream's chunks", self._self_seen.read)
+        outcome = self._self_outcome(rough)
         try:
-            self._self_call.finish(outcome)
+            call.finish(outcome)
         except BudgetExceededError:
             _crossed()
         except Exception:
             logger.exception("spendmeter: finishing a stream's span failed")
 
     async def _self_afinish(self, error: BaseException | None) -> None:
-        call = self._self_call
-        if not self._self_finished and error is not None and not isinstance(error, GeneratorExit):
-            self._self_finished = True
-            await call.afail(error)
+        if not self._self_claim():
             return
-        outcome = self._self_ending(None)
-        if outcome is None:
+        if _failed(error):
+            await self._self_call.afail(error)  # type: ignore[arg-type]
             return
+        await _to_the_end(self._self_aend())
+
+    async def _self_aend(self) -> None:
+        """An async stream's ending. A stream without usage is counted and priced in a worker
+        thread: assembling and counting it takes milliseconds, a long prompt far more, which
+        the event loop would stand still for."""
+        seen, call = self._self_seen, self._self_call
+        guarded("reading a stream's chunks", seen.read)
+        pricing = None
+        if seen.usage is None:
+            try:
+                outcome, pricing = await asyncio.to_thread(self._self_priced)
+            except RuntimeError:  # the loop's executor is shut down: the span still ends
+                outcome, pricing = self._self_priced()
+        else:
+            outcome = self._self_outcome(rough=False)
         try:
-            await call.afinish(outcome)
+            await call.afinish(outcome, pricing)
         except BudgetExceededError:
             _crossed()
         except Exception:
             logger.exception("spendmeter: finishing a stream's span failed")
 
-    def _self_ending(self, error: BaseException | None) -> Outcome | None:
-        """What the stream brought back, once; ``None`` when done already or it failed."""
-        if self._self_finished:
-            return None
-        self._self_finished = True
-        call = self._self_call
-        if error is not None and not isinstance(error, GeneratorExit):
-            call.fail(error)
-            return None
-        seen = self._self_seen
-        guarded("reading a stream's chunks", seen.read)
+    def _self_priced(self) -> tuple[Outcome, Priced]:
+        outcome = self._self_outcome(rough=False)
+        return outcome, self._self_call.priced(outcome)
+
+    def _self_outcome(self, rough: bool) -> Outcome:
+        """What the stream brought back, its chunks read; ``rough``: count no token exactly."""
+        call, seen = self._self_call, self._self_seen
         # Each step is guarded on its own: whatever fails, the span still ends.
         usage, estimated, priced = guarded(
-            "counting a stream's tokens", _stream_usage, call, seen
+            "counting a stream's tokens", _stream_usage, call, seen, rough
         ) or (None, False, None)
         return Outcome(
             usage=usage,
@@ -278,20 +372,48 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         )
 
 
+def _failed(error: BaseException | None) -> bool:
+    return error is not None and not isinstance(error, GeneratorExit)
+
+
+# Stream endings under way: the loop keeps only weak references to tasks.
+_ENDING: set[asyncio.Future[None]] = set()
+
+
+async def _to_the_end(ending: Coroutine[Any, Any, None]) -> None:
+    """Run a stream's ending to its end even if the task awaiting it is cancelled meanwhile:
+    the span must still end, and its budget count it."""
+    task = asyncio.ensure_future(ending)
+    _ENDING.add(task)
+    task.add_done_callback(_ENDING.discard)
+    await asyncio.shield(task)
+
+
 def _crossed() -> None:
     # A stream that crosses the budget is delivered whole; the next call is refused.
     logger.warning("spendmeter: a streamed call crossed its budget; later calls refused")
 
 
-def _stream_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool, Any]:
+def _stream_usage(call: Call, seen: _Seen, rough: bool) -> tuple[TokenUsage | None, bool, Any]:
     """The stream's tokens, whether they were counted locally, and what pricing reads: the chunk
-    that carried the usage, or the response assembled from the chunks."""
+    that carried the usage, or a response that carries the local count."""
     if seen.usage is not None:
         usage = token_usage(seen.usage)
         if usage is not None:
             return usage, False, seen.final_response or _usage_chunk(seen)
-    usage, assembled = _estimate_usage(call, seen)
-    return usage, True, assembled
+    import litellm
+
+    if litellm.disable_token_counter or not seen.chunks:
+        # The user turned LiteLLM's token counter off: unpriced, never $0.
+        return None, True, None
+    model = seen.response_model if isinstance(seen.response_model, str) else call.info.model
+    if rough or _too_long(call, seen):
+        usage = _counted(_rough_usage(call, seen))
+    elif downloads_tokenizer(model) or downloads_tokenizer(call.info.model):
+        usage = _counted(_local_usage(call, seen))
+    else:
+        return (*_assembled_usage(call, seen),)
+    return usage, True, None if usage is None else _usage_response(model, usage)
 
 
 def _usage_chunk(seen: _Seen) -> Any:
@@ -301,21 +423,60 @@ def _usage_chunk(seen: _Seen) -> Any:
     return None
 
 
-def _estimate_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, Any]:
+def _too_long(call: Call, seen: _Seen) -> bool:
+    return prompt_chars(call.params) + seen.output_chars() > COUNT_LIMIT_CHARS
+
+
+def _rough_usage(call: Call, seen: _Seen) -> TokenUsage:
+    return TokenUsage(
+        input_tokens=rough_tokens(prompt_chars(call.params)),
+        output_tokens=rough_tokens(seen.output_chars()),
+    )
+
+
+def _local_usage(call: Call, seen: _Seen) -> TokenUsage:
+    """Counted as ``stream_chunk_builder`` counts (the prompt's messages; each choice's
+    output), by spendmeter's tokenizer: ``stream_chunk_builder`` would download one."""
+    model = call.info.model
+    messages = _prompt_messages(call.params)
+    return TokenUsage(
+        input_tokens=count_messages(model, messages) if messages else 0,
+        output_tokens=sum(
+            count_text(model, "".join(choice.pieces()), response=True) for choice in seen.choices()
+        ),
+    )
+
+
+def _counted(usage: TokenUsage) -> TokenUsage | None:
+    return usage if usage.input_tokens or usage.output_tokens else None
+
+
+def _usage_response(model: str, usage: TokenUsage) -> Any:
+    """A response that carries only the local count: what LiteLLM's calculator prices."""
+    import litellm
+
+    return litellm.ModelResponse(
+        model=model,
+        usage=litellm.Usage(
+            prompt_tokens=usage.input_tokens,
+            completion_tokens=usage.output_tokens,
+            total_tokens=usage.input_tokens + usage.output_tokens,
+        ),
+    )
+
+
+def _assembled_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool, Any]:
     """Count tokens locally, the provider sent no usage (or the stream stopped early): the
     response assembled by LiteLLM's own ``stream_chunk_builder``, which counts what LiteLLM
     bills (text, tool calls, function calls, reasoning) per choice. (LiteLLM assembles one for
-    its own logging too, but only after the stream has ended, on its logging thread.) Nothing
-    is counted when the user turned LiteLLM's token counter off: unpriced, never $0."""
+    its own logging too, but only after the stream has ended, on its logging thread.)"""
     import litellm
 
-    if litellm.disable_token_counter or not seen.chunks:
-        return None, None
     assembled = litellm.stream_chunk_builder(seen.chunks, messages=_prompt_messages(call.params))
     usage = token_usage(field(assembled, "usage"))
-    if usage is None or not (usage.input_tokens or usage.output_tokens):
-        return None, None  # nothing was counted (LiteLLM 1.106 reports zeros): unpriced, not $0
-    return usage, _without_figure(assembled)
+    if usage is None or _counted(usage) is None:
+        return None, True, None  # nothing was counted (LiteLLM 1.106 reports zeros): unpriced
+    return usage, True, _without_figure(assembled)
 
 
 def _without_figure(assembled: Any) -> Any:
@@ -349,8 +510,7 @@ def _response_attributes(seen: _Seen, capture_content: bool) -> dict[str, Any]:
     tier = field(seen.chunks[-1], "service_tier") if seen.chunks else None
     if isinstance(tier, str) and tier:
         found[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
-    if capture_content and seen.chunks:
-        reason = seen.finish_reasons[0] if seen.finish_reasons else None
-        message = output_message("assistant", seen.text(), seen.reasoning(), None, reason)
-        found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps([message], ensure_ascii=False)
+    if capture_content and seen.choices():
+        messages = [choice.message() for choice in seen.choices()]
+        found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(messages, ensure_ascii=False)
     return found

@@ -316,7 +316,7 @@ class BudgetSpanProcessor(SpanProcessor):
         if not self._admits:
             return
         scope = self._scope_of(attributes)
-        call_id, estimate = self._holding(request)
+        call_id, estimate = await self._aholding(request)
         refusal = await self._ledger.aadmit(
             self._now(), scope, call_id, estimate, self._raise_on_budget
         )
@@ -366,6 +366,11 @@ class BudgetSpanProcessor(SpanProcessor):
         if not self._reserve or request is None:
             return None, None
         return request.call_id, request.max_cost()
+
+    async def _aholding(self, request: CallRequest | None) -> tuple[str | None, float | None]:
+        if not self._reserve or request is None:
+            return None, None
+        return request.call_id, await request.amax_cost()
 
     def _settled(
         self,
