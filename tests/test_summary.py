@@ -16,8 +16,10 @@ import pytest
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from spendmeter import SpendSummaryReader
+from spendmeter import SpendSummaryReader, _lifecycle
 from spendmeter import semconv as sc
 from spendmeter.summary import (
     EMPTY_SUMMARY,
@@ -346,3 +348,63 @@ def test_a_cost_below_a_millionth_is_not_shown_as_zero() -> None:
 
     assert "$0.0000002" in text
     assert "$0.000000 " not in text and not text.rstrip().endswith("$0.000000")
+
+
+def test_since_leaves_out_what_was_spent_before() -> None:
+    before = SpendTotals(
+        models=(
+            ModelSpend("gpt-4o-mini", 2, 20, 40, cost=0.002),
+            ModelSpend("only-before", 1, 5, 5, cost=0.001),
+            ModelSpend("my-finetune", 1, 10, 10, cost=None, unpriced_calls=1),
+        )
+    )
+    now = SpendTotals(
+        models=(
+            ModelSpend("gpt-4o-mini", 10, 100, 200, cost=0.010),
+            ModelSpend("only-before", 1, 5, 5, cost=0.001),
+            ModelSpend("my-finetune", 3, 30, 30, cost=None, unpriced_calls=3),
+            ModelSpend("only-after", 1, 7, 3, cost=0.0005),
+        ),
+        budgets=(BudgetSpend("default", 0.0085, 1.0),),
+    )
+
+    since = now.since(before)
+
+    assert {model.model: model for model in since.models} == {
+        "gpt-4o-mini": ModelSpend("gpt-4o-mini", 8, 80, 160, cost=pytest.approx(0.008)),
+        "my-finetune": ModelSpend("my-finetune", 2, 20, 20, cost=None, unpriced_calls=2),
+        "only-after": ModelSpend("only-after", 1, 7, 3, cost=0.0005),
+    }
+    assert since.budgets == now.budgets
+
+
+def test_calls_since_that_were_not_priced_are_never_shown_as_free() -> None:
+    before = SpendTotals(models=(ModelSpend("m", 1, 1, 1, cost=0.5),))
+    now = SpendTotals(models=(ModelSpend("m", 3, 3, 3, cost=0.5, unpriced_calls=2),))
+
+    [model] = now.since(before).models
+
+    assert model.cost is None
+    assert "unpriced" in render_summary(now.since(before))
+
+
+def test_spans_are_flushed_before_the_summary_prints() -> None:
+    out = io.StringIO()
+
+    class Recorder(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            out.write("spans exported\n")
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(Recorder(), schedule_delay_millis=600_000)
+    )
+    _lifecycle.track_tracer_provider(tracer_provider)
+    meter_provider = MeterProvider(metric_readers=[SpendSummaryReader(out=out)])
+    tracer_provider.get_tracer("test").start_span("call").end()
+
+    meter_provider.shutdown()  # first, as at exit under opentelemetry-instrument
+    tracer_provider.shutdown()
+
+    assert out.getvalue().splitlines() == ["spans exported", EMPTY_SUMMARY]

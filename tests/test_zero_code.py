@@ -20,7 +20,9 @@ DEMO = ROOT / "examples" / "demo.py"
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 
 
-def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
+def run_demo(merged: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+    """The demo under opentelemetry-instrument; ``merged``: stderr into stdout, in order, as a
+    terminal shows them."""
     environment = {
         **os.environ,
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -33,7 +35,8 @@ def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(OPENTELEMETRY_INSTRUMENT), sys.executable, str(DEMO)],
         env=environment,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
         text=True,
         timeout=120,
         check=False,
@@ -84,16 +87,15 @@ def test_demo_prints_priced_spans() -> None:
     } <= names
 
 
-def test_summary_at_exit_agrees_with_spans_and_counters() -> None:
-    result = run_demo(OTEL_METRICS_EXPORTER="console,spend_summary")
+def test_summary_at_exit_agrees_with_spans_and_counters_and_comes_last() -> None:
+    result = run_demo(merged=True, OTEL_METRICS_EXPORTER="console,spend_summary")
+    output = result.stdout
 
-    assert result.returncode == 0, result.stderr
-    span_total = sum(
-        span["attributes"].get("gen_ai.usage.cost", 0.0) for span in llm_spans(result.stdout)
-    )
+    assert result.returncode == 0, output
+    span_total = sum(span["attributes"].get("gen_ai.usage.cost", 0.0) for span in llm_spans(output))
     counter_total = sum(
         point["value"]
-        for doc in json_objects(result.stdout)
+        for doc in json_objects(output)
         for resource in doc.get("resource_metrics", ())
         for scope in resource["scope_metrics"]
         for metric in scope["metrics"]
@@ -102,12 +104,14 @@ def test_summary_at_exit_agrees_with_spans_and_counters() -> None:
     )
     assert counter_total == pytest.approx(span_total, rel=1e-9)
 
-    assert result.stderr.count("LLM SPEND SUMMARY") == 1
-    printed = re.search(r"Total cost:\s+\$([0-9.]+)", result.stderr)
-    assert printed is not None, result.stderr
+    assert output.count("LLM SPEND SUMMARY") == 1
+    # Printed once the spans are flushed: the last thing the user sees, not scrolled away.
+    assert output.rindex('"gen_ai.operation.name"') < output.index("LLM SPEND SUMMARY")
+    printed = re.search(r"Total cost:\s+\$([0-9.]+)", output)
+    assert printed is not None, output
     assert float(printed.group(1)) == pytest.approx(round(span_total, 6), abs=1e-9)
-    assert re.search(r"Total requests:\s+8\b", result.stderr)
-    assert re.search(r"Unpriced calls:\s+1\b", result.stderr)
+    assert re.search(r"Total requests:\s+8\b", output)
+    assert re.search(r"Unpriced calls:\s+1\b", output)
 
 
 def test_disabled_instrumentation_makes_no_spans() -> None:

@@ -10,7 +10,9 @@ numbers inside its Lua scripts, so both decide alike and neither repeats the tol
 from __future__ import annotations
 
 import math
+import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -237,6 +239,7 @@ class LocalLedger:
         # A hold is given back to the ledger it was taken from, so one that outlives its
         # window never touches the next.
         self._holds: dict[str, tuple[_Scope, float]] = {}
+        _local_ledgers.add(self)
 
     def admit(
         self,
@@ -325,6 +328,13 @@ class LocalLedger:
     def close(self) -> None:
         pass
 
+    def _start_afresh_in_child(self) -> None:
+        """After fork(): the child has spent nothing (DESIGN.md section 5). The lock is new, as
+        another thread of the parent may have held the old one at the fork."""
+        self._lock = threading.Lock()
+        self._scopes = {None: _Scope()}
+        self._holds = {}
+
     def _roll(self, now: datetime) -> None:
         """Start every scope afresh once a later window has begun; the caller holds the lock."""
         window = self._windows.current(now)
@@ -348,3 +358,14 @@ class LocalLedger:
         if not fractions and not exceeded:
             return None
         return Crossings(scope, ledger.spent, fractions, exceeded)
+
+
+_local_ledgers: weakref.WeakSet[LocalLedger] = weakref.WeakSet()
+
+
+def _start_afresh_in_child() -> None:
+    for ledger in list(_local_ledgers):
+        ledger._start_afresh_in_child()
+
+
+os.register_at_fork(after_in_child=_start_afresh_in_child)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import os
 import threading
 import weakref
 from collections import deque
@@ -162,6 +163,7 @@ class BudgetSpanProcessor(SpanProcessor):
         )
         self._gauges.add(self)
         self._governs = True
+        _processors.add(self)
 
     def _open_ledger(self, ledger: Any, policy: str, timeout: float) -> Ledger:
         marks = Marks.of(self._budget, self._thresholds)
@@ -521,6 +523,21 @@ class _GaugeFeed:
 
 _feeds_lock = threading.Lock()
 _feeds: weakref.WeakKeyDictionary[Meter, _GaugeFeed] = weakref.WeakKeyDictionary()
+_processors: weakref.WeakSet[BudgetSpanProcessor] = weakref.WeakSet()
+
+
+def _start_afresh_in_child() -> None:
+    """After fork(): ``history`` is the child's own, so it starts empty (an in-process ledger
+    starts empty too, in spendmeter._ledger). Locks another thread of the parent may have held
+    at the fork are made anew."""
+    global _feeds_lock
+    _feeds_lock = threading.Lock()
+    for processor in list(_processors):
+        processor._lock = threading.Lock()
+        processor._history.clear()
+
+
+os.register_at_fork(after_in_child=_start_afresh_in_child)
 
 
 def _utc_now() -> datetime:

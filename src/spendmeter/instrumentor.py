@@ -17,7 +17,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from wrapt import FunctionWrapper
 
-from spendmeter import config
+from spendmeter import _lifecycle, config
 from spendmeter import semconv as sc
 from spendmeter._attributes import Operation
 from spendmeter.version import __version__
@@ -261,6 +261,9 @@ class LiteLLMInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped ba
 
         overrides = _load_pricing(pricing, settings)
         tracer_provider = kwargs.get("tracer_provider")
+        # Its last spans are exported on SIGTERM and when a multiprocessing worker ends, too.
+        _lifecycle.track_tracer_provider(tracer_provider)
+        _lifecycle.install()
         tracer = trace.get_tracer(sc.INSTRUMENTATION_SCOPE, __version__, tracer_provider)
         meter = metrics.get_meter(
             sc.INSTRUMENTATION_SCOPE, __version__, kwargs.get("meter_provider")

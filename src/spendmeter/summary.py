@@ -3,13 +3,19 @@
 Three layers, each testable alone: :func:`spend_totals` turns collected ``MetricsData`` into a
 plain :class:`SpendTotals`; :func:`render_summary` turns that into text; :class:`SpendSummaryReader`
 collects once when the meter provider shuts down and prints the text, once.
+
+One summary per process, covering that process's calls only: a child made by ``fork()``
+inherits the parent's metrics, so the reader notes the totals at the fork and the child's
+summary leaves them out (:meth:`SpendTotals.since`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -31,6 +37,7 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
 )
 
+from spendmeter import _lifecycle
 from spendmeter.semconv import (
     GEN_AI_REQUEST_MODEL,
     GEN_AI_TOKEN_TYPE,
@@ -104,6 +111,36 @@ class SpendTotals:
     @property
     def unpriced_calls(self) -> int:
         return sum(model.unpriced_calls for model in self.models)
+
+    def since(self, earlier: SpendTotals) -> SpendTotals:
+        """What was spent after ``earlier`` was taken (both cumulative): models with no call
+        since are left out; budgets are as they are now."""
+        before = {model.model: model for model in earlier.models}
+        models = []
+        for model in self.models:
+            gone = before.get(model.model)
+            spend = model if gone is None else _spend_between(gone, model)
+            if spend.requests or spend.unpriced_calls:
+                models.append(spend)
+        return SpendTotals(models=tuple(models), budgets=self.budgets)
+
+
+def _spend_between(before: ModelSpend, after: ModelSpend) -> ModelSpend:
+    requests = after.requests - before.requests
+    unpriced = after.unpriced_calls - before.unpriced_calls
+    cost = after.cost
+    if cost is not None and before.cost is not None:
+        cost -= before.cost
+        if cost == 0 and requests == unpriced:
+            cost = None  # no call since was priced: unknown, never shown as $0
+    return ModelSpend(
+        model=after.model,
+        requests=requests,
+        input_tokens=after.input_tokens - before.input_tokens,
+        output_tokens=after.output_tokens - before.output_tokens,
+        cost=cost,
+        unpriced_calls=unpriced,
+    )
 
 
 # --- MetricsData -> SpendTotals -------------------------------------------------------------
@@ -321,6 +358,11 @@ class SpendSummaryReader(MetricReader):
     ``out`` defaults to ``sys.stderr`` as it is when printing. Usable with no arguments, as the
     ``spend_summary`` metrics exporter of ``opentelemetry-instrument``
     (``OTEL_METRICS_EXPORTER=otlp,spend_summary``). Printing never raises.
+
+    The spans are flushed first, so that the summary is the last thing printed. It also
+    prints when the process is stopped by SIGTERM and the app has no handler of its own, and
+    when a multiprocessing worker ends (``spendmeter._lifecycle``). After ``fork()`` the
+    child's summary covers the child's calls only.
     """
 
     def __init__(self, out: TextIO | None = None) -> None:
@@ -329,6 +371,12 @@ class SpendSummaryReader(MetricReader):
         self._lock = threading.Lock()
         self._latest: MetricsData | None = None
         self._shut_down = False
+        # The totals a forked child inherited (None: not a child), and those taken in the
+        # parent while it forks.
+        self._inherited: SpendTotals | None = None
+        self._at_fork: SpendTotals | None = None
+        _live_readers.add(self)
+        _lifecycle.install()
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -343,10 +391,18 @@ class SpendSummaryReader(MetricReader):
                 return
             self._shut_down = True
         try:
+            _lifecycle.flush_spans(timeout_millis)
             self._collect_final(timeout_millis)
             with self._lock:
                 latest = self._latest
-            self._print(render_summary(spend_totals(latest)))
+            totals = spend_totals(latest)
+            if self._inherited is not None:
+                totals = totals.since(self._inherited)
+                if not totals.models:
+                    # A forked worker that made no call: one empty summary per worker would
+                    # only bury the parent's.
+                    return
+            self._print(render_summary(totals))
         except Exception:
             _logger.warning("spendmeter could not print the spend summary", exc_info=True)
 
@@ -361,3 +417,44 @@ class SpendSummaryReader(MetricReader):
         out = self._out if self._out is not None else sys.stderr
         out.write(text + "\n")
         out.flush()
+
+    # --- fork ---------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        """In the parent, about to fork: note the totals the child will inherit. Collected
+        here, not in the child: there, a lock another thread held at the fork stays held."""
+        if self._shut_down or getattr(self, "_collect", None) is None:
+            return  # printed already, or not on a meter provider: nothing to leave out
+        try:
+            self.collect()
+            with self._lock:
+                self._at_fork = spend_totals(self._latest)
+        except Exception:
+            _logger.debug("spendmeter: totals at fork not taken", exc_info=True)
+
+    def _after_fork_in_parent(self) -> None:
+        self._at_fork = None
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._inherited, self._at_fork = self._at_fork, None
+
+
+_live_readers: weakref.WeakSet[SpendSummaryReader] = weakref.WeakSet()
+
+
+def live_readers() -> list[SpendSummaryReader]:
+    """Every reader of this process that is still referenced (printed or not)."""
+    return list(_live_readers)
+
+
+def _each_reader(method: str) -> None:
+    for reader in live_readers():
+        getattr(reader, method)()
+
+
+os.register_at_fork(
+    before=lambda: _each_reader("_before_fork"),
+    after_in_parent=lambda: _each_reader("_after_fork_in_parent"),
+    after_in_child=lambda: _each_reader("_after_fork_in_child"),
+)
