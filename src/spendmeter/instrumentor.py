@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("spendmeter")
 
-_INSTRUMENTS = ("litellm >= 1.106.2, != 1.107.*",)
+_INSTRUMENTS = ("litellm >= 1.110.0, != 1.107.*",)
 
 
 @dataclass(frozen=True)
