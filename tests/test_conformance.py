@@ -161,7 +161,10 @@ def expected_cost(response: Any, model: Model, tier: str | None) -> float | None
         # The provider LiteLLM routes the call to, which is not always the map entry's own.
         _, provider, _, _ = litellm.get_llm_provider(model.key, custom_llm_provider=model.provider)
         return litellm.completion_cost(
-            completion_response=response, custom_llm_provider=provider, service_tier=tier
+            completion_response=response,
+            custom_llm_provider=provider,
+            service_tier=tier,
+            **location_kwargs(model),
         )
     except Exception:  # LiteLLM cannot price it: spendmeter must say unpriced
         return None
@@ -217,6 +220,17 @@ def tier_kwargs(tier: str | None) -> dict[str, Any]:
     return {} if tier is None else {"service_tier": tier}
 
 
+# LiteLLM prices a Vertex AI call at the location it went to (a regional endpoint costs the
+# entry's regional_endpoint_uplift_multiplier more than the global one), us-central1 when the
+# call names none, which completion_cost on the response alone does not know: so every Vertex
+# AI call names its location, and the expected figure is priced there too.
+VERTEX_LOCATION = "us-east5"
+
+
+def location_kwargs(model: Model) -> dict[str, Any]:
+    return {"vertex_location": VERTEX_LOCATION} if model.provider.startswith("vertex_ai") else {}
+
+
 CHAT_MODES = ("chat", "completion", "responses")
 
 
@@ -251,6 +265,7 @@ def test_streams_with_usage_cost_what_litellm_says(
                 stream=True,
                 stream_options={"include_usage": True},
                 **tier_kwargs(tier),
+                **location_kwargs(model),
             )
         )
         if model.per_second():
@@ -275,6 +290,7 @@ def test_streams_without_usage_are_estimated_as_litellm_counts_them(
                 mock_response=answer(model, usage),
                 stream=True,
                 **tier_kwargs(tier),
+                **location_kwargs(model),
             )
         )
         return litellm.stream_chunk_builder(chunks, messages=MESSAGES), sc.PRICING_ESTIMATED
@@ -295,6 +311,7 @@ def test_embeddings_cost_what_litellm_says(
                 custom_llm_provider=model.provider,
                 input=["what does this cost", "and this"],
                 mock_response=[0.1, 0.2, 0.3],
+                **location_kwargs(model),
             )
         except Exception:  # LiteLLM itself refuses the call: nothing to compare
             tally.not_callable += 1

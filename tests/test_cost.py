@@ -7,7 +7,6 @@ import copy
 import json
 import logging
 from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -254,14 +253,6 @@ def test_the_model_that_answered_is_priced_first_as_litellm_does(telemetry: Tele
 # --- streams without usage: counted as LiteLLM's stream_chunk_builder counts them ---------------
 
 
-# LiteLLM before 1.110 streams a mocked ModelResponse with a usage of zeros, which its own
-# stream_chunk_builder then reports: nothing to count there (a real stream is counted).
-needs_counted_mock_streams = pytest.mark.skipif(
-    tuple(int(p) for p in version("litellm").split(".")[:2]) < (1, 110),
-    reason="this LiteLLM's mock streams carry a usage of zeros",
-)
-
-
 def stream_answer(message: dict[str, Any], finish_reason: str = "stop") -> ModelResponse:
     return ModelResponse(
         model="gpt-4.1",
@@ -290,7 +281,6 @@ def assert_estimated_like_litellm(attributes: Any, chunks: list[Any], tier: str 
     return rebuilt
 
 
-@needs_counted_mock_streams
 def test_a_stream_of_tool_calls_counts_their_names_and_arguments(telemetry: Telemetry) -> None:
     message = {
         "role": "assistant",
@@ -316,7 +306,6 @@ def test_a_stream_of_tool_calls_counts_their_names_and_arguments(telemetry: Tele
     assert rebuilt.usage.completion_tokens > 0
 
 
-@needs_counted_mock_streams
 def test_a_stream_of_reasoning_counts_it(telemetry: Telemetry) -> None:
     message = {
         "role": "assistant",
@@ -363,7 +352,6 @@ def test_a_stream_without_usage_and_no_token_counter_is_unpriced(
     assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 1
 
 
-@needs_counted_mock_streams
 def test_a_base_model_deployment_streamed_without_usage_is_priced(telemetry: Telemetry) -> None:
     chunks = list(
         litellm.completion(

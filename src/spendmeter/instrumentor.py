@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("spendmeter")
 
-_INSTRUMENTS = ("litellm >= 1.106.2, != 1.107.*",)
+_INSTRUMENTS = ("litellm >= 1.110.0",)
 # The module of OpenTelemetry's auto-instrumentation (opentelemetry-instrument, or its
 # initialize() called in code), which loads every instrumentation entry point in turn.
 _AUTO_INSTRUMENTATION = "opentelemetry.instrumentation.auto_instrumentation"
