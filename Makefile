@@ -40,8 +40,11 @@ redis:
 	bash scripts/install-redis.sh
 
 .PHONY: demo test check test-oldest conformance lint
+# The test extra installs openai-v2 beside spendmeter (tests/test_neighbours.py); the demo turns
+# it off, as the README advises, so that it shows spendmeter alone.
 demo: $(BIN)/activate
 	OTEL_SERVICE_NAME=spendmeter-demo \
+	OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai \
 	OTEL_TRACES_EXPORTER=console \
 	OTEL_METRICS_EXPORTER=spend_summary \
 	OTEL_LOGS_EXPORTER=none \
