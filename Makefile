@@ -31,13 +31,13 @@ constraints: $(BIN)/activate
 # when promtool and prometheus are already on PATH).
 .PHONY: prometheus
 prometheus:
-	bash scripts/install-prometheus.sh
+	bash scripts/install-server.sh prometheus prometheus promtool
 
 # The shared-ledger tests run a real redis-server on loopback; this installs it from Debian's
 # packages once (skipped when redis-server is already on PATH).
 .PHONY: redis
 redis:
-	bash scripts/install-redis.sh
+	bash scripts/install-server.sh redis-server redis-server
 
 .PHONY: demo test check test-oldest conformance lint
 # The test extra installs openai-v2 beside spendmeter (tests/test_neighbours.py); the demo turns

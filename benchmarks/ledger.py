@@ -95,7 +95,7 @@ class Contender:
 def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("redis-server")
     if binary is None:
-        sys.exit("redis-server is not installed: run scripts/install-redis.sh, or pass --url")
+        sys.exit("redis-server is not installed: run make redis, or pass --url")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -32,7 +32,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not installed: run scripts/install-redis.sh")
+            pytest.fail("redis-server is not installed: run make redis")
         self.process = subprocess.Popen(
             [
                 binary,

@@ -1,6 +1,6 @@
 """The dashboards and alert rules, run against a real Prometheus scraping the demo app.
 
-Prometheus (Debian's package: scripts/install-prometheus.sh) runs on loopback and scrapes the
+Prometheus (Debian's package: scripts/install-server.sh) runs on loopback and scrapes the
 demo app's OpenTelemetry Prometheus exporter every second. The app runs the demo twice, with
 a scrape in between, so rates move. Every PromQL query of every dashboard panel and every alert
 rule then runs against that Prometheus, and its numbers are held against the app's own spans:
@@ -65,7 +65,7 @@ def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.fail(
-            f"{name} is not on PATH: install it with scripts/install-prometheus.sh (CI does)"
+            f"{name} is not on PATH: install it with make prometheus (CI does)"
         )
     return path
 
