@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -41,24 +42,25 @@ _ASYNC_HANDOFF_FLAGS = (
 )
 # LiteLLM modules that only pass a call on to its implementation: a call they pass on is made
 # by whoever called them.
-_PASS_THROUGH = (
+_PASS_THROUGH: tuple[str, ...] = (
     "litellm.rust_bridge.",
     "litellm.chat_completions.",
     "litellm.embeddings.",
     "litellm.responses.dispatch",
     "litellm.messages.",
 )
+_NOT_THE_CALLER = ("wrapt", "spendmeter.", *_PASS_THROUGH)
 
 
 def _caller_module() -> str:
     """The module of the code that called the wrapped LiteLLM function, past wrapt and
     LiteLLM's dispatch modules."""
-    frame = sys._getframe(3)  # this, _is_litellm_calling_itself, _start, then the caller
+    frame: FrameType | None = sys._getframe(1)  # spendmeter's own frames are passed over
     while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not module.startswith(("wrapt", "spendmeter.", *_PASS_THROUGH)):
-            return str(module)
-        frame = frame.f_back  # type: ignore[assignment]
+        module = str(frame.f_globals.get("__name__", ""))
+        if not module.startswith(_NOT_THE_CALLER):
+            return module
+        frame = frame.f_back
     return ""
 
 
