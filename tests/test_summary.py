@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from spendmeter import SpendSummaryReader, _lifecycle
 from spendmeter import semconv as sc
+from spendmeter.metrics import Instruments, create_instruments
 from spendmeter.summary import (
     EMPTY_SUMMARY,
     BudgetSpend,
@@ -29,23 +30,6 @@ from spendmeter.summary import (
     render_summary,
     spend_totals,
 )
-
-
-@dataclass
-class Instruments:
-    cost: Counter
-    token_usage: Histogram
-    duration: Histogram
-    unpriced_calls: Counter
-
-
-def create_instruments(meter: Meter) -> Instruments:
-    return Instruments(
-        cost=meter.create_counter(sc.METRIC_COST, unit="USD"),
-        token_usage=meter.create_histogram(sc.METRIC_TOKEN_USAGE, unit="{token}"),
-        duration=meter.create_histogram(sc.METRIC_OPERATION_DURATION, unit="s"),
-        unpriced_calls=meter.create_counter(sc.METRIC_UNPRICED_CALLS, unit="{call}"),
-    )
 
 
 def record_call(
