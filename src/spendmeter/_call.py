@@ -84,6 +84,11 @@ _NOT_YET = object()  # a call's worst case, before it is counted
 os.register_at_fork(after_in_child=_call_ids.renew)
 
 
+def new_call_id() -> str:
+    """An id unique across processes and hosts (``CallRequest.call_id``)."""
+    return _call_ids.next()
+
+
 # The guarded steps that several methods share.
 _ENDING_SPAN = Guard("ending the span")
 _ENDING_ATTEMPT = Guard("ending an attempt")
@@ -356,7 +361,7 @@ class Call:
     @property
     def call_id(self) -> str:
         if self._call_id is None:
-            self._call_id = _call_ids.next()
+            self._call_id = new_call_id()
         return self._call_id
 
     def __enter__(self) -> Call:

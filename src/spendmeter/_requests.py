@@ -15,7 +15,6 @@ to the Router (raised there, the Router would retry it and pay again), and the r
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
@@ -28,14 +27,12 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from spendmeter import _attributes
 from spendmeter import semconv as sc
-from spendmeter._call import Call, Telemetry
+from spendmeter._call import Call, Telemetry, new_call_id
 from spendmeter._guard import guarded
 from spendmeter.errors import BudgetExceededError
 
 # The request whose attempts are being made now; a call started inside one is its attempt.
 CURRENT_REQUEST: ContextVar[Request | None] = ContextVar("spendmeter_request", default=None)
-
-_call_ids = itertools.count(1)
 
 
 class Request:
@@ -64,7 +61,7 @@ class Request:
         self.ended = False
         self._token: Token[Context] | None = None
         self.budgets = telemetry.budgets()
-        self.call_id = f"request-{next(_call_ids)}"
+        self.call_id = new_call_id()  # the spend feed's contract: unique across the fleet
         self.attributes = {
             sc.GEN_AI_OPERATION_NAME: operation,
             sc.GEN_AI_REQUEST_MODEL: self.group,
