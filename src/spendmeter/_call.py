@@ -657,9 +657,8 @@ class Call:
     def _current_for_budgets(self) -> Iterator[None]:
         """The span current while budgets count the call, so that a threshold event lands on
         it: a plain call is still current here; a stream's span is made current again."""
-        token = None
-        if self.budgets and self._active is None and self.traced:
-            token = otel_context.attach(trace.set_span_in_context(self.span))
+        # The same context a plain call's budgets are told in: the one it ran in.
+        token = self.attach() if self.budgets and self._active is None else None
         try:
             yield
         finally:
