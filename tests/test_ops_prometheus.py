@@ -64,9 +64,7 @@ GRAFANA_VALUES = {
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(
-            f"{name} is not on PATH: install it with make prometheus (CI does)"
-        )
+        pytest.fail(f"{name} is not on PATH: install it with make prometheus (CI does)")
     return path
 
 
