@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from spendmeter import semconv as sc
+from spendmeter._fields import field
+from spendmeter._numbers import number
 
 AttributeValue = str | bool | int | float | Sequence[str]
 Attributes = dict[str, AttributeValue]
@@ -72,31 +74,6 @@ class Operation:
         return params
 
 
-def field(source: Any, name: str) -> Any:
-    """``getattr(source, name, None)``, fast on LiteLLM's pydantic objects, and ``.get`` on
-    the plain dicts some of LiteLLM's APIs answer with (Anthropic-style messages).
-
-    LiteLLM keeps most fields of stream chunks, choices and deltas as pydantic "extra"
-    fields, which attribute access reaches through pydantic's ``__getattr__``: a microsecond,
-    two when the field is missing (it raises). This reads the instance's dicts instead.
-    """
-    if type(source) is dict:
-        return source.get(name)
-    fields = getattr(source, "__dict__", None)
-    if fields is not None and name in fields:
-        return fields[name]
-    extra = getattr(source, "__pydantic_extra__", None)
-    if extra is not None:
-        return extra.get(name)
-    return getattr(source, name, None)
-
-
-def _number(value: Any) -> int | float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
-
-
 def _strings(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return [value]
@@ -135,13 +112,13 @@ def request_attributes(
     if not capture_content and params.keys().isdisjoint(_OPTIONAL_PARAMS):
         return attributes
     for name, key in _NUMERIC_REQUEST_PARAMS:
-        value = _number(params.get(name))
+        value = number(params.get(name))
         if value is not None:
             attributes[key] = value
-    max_tokens = _number(params.get("max_tokens")) or _number(params.get("max_completion_tokens"))
+    max_tokens = number(params.get("max_tokens")) or number(params.get("max_completion_tokens"))
     if max_tokens is not None:
         attributes[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-    choices = _number(params.get("n"))
+    choices = number(params.get("n"))
     if choices is not None and choices != 1:
         attributes[sc.GEN_AI_REQUEST_CHOICE_COUNT] = choices
     stop = _strings(params.get("stop"))
@@ -153,7 +130,7 @@ def request_attributes(
     output_type = _output_type(params.get("response_format"))
     if output_type is not None:
         attributes[sc.GEN_AI_OUTPUT_TYPE] = output_type
-    dimensions = _number(params.get("dimensions"))
+    dimensions = number(params.get("dimensions"))
     if isinstance(dimensions, int) and dimensions > 0:
         attributes[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
     user = params.get("user")
@@ -311,9 +288,7 @@ def response_attributes(response: Any, capture_content: bool) -> Attributes:
         attributes[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
     choices = field(response, "choices")
     if isinstance(choices, list) and choices:
-        reasons = [
-            str(reason) for reason in (getattr(c, "finish_reason", None) for c in choices) if reason
-        ]
+        reasons = [str(reason) for reason in (field(c, "finish_reason") for c in choices) if reason]
         if reasons:
             attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
         if capture_content:

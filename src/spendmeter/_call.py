@@ -32,6 +32,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from spendmeter import _attributes, _neighbours
 from spendmeter import semconv as sc
 from spendmeter._estimate import worst_case_cost
+from spendmeter._fields import field
 from spendmeter._guard import Guard, guarded
 from spendmeter._listeners import SpendListener, budgets_of
 from spendmeter._tokens import INLINE_CHARS, prompt_chars
@@ -293,7 +294,7 @@ def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:
 
 
 def response_usage(response: Any) -> TokenUsage | None:
-    return token_usage(_attributes.field(response, "usage"))
+    return token_usage(field(response, "usage"))
 
 
 class Call:

@@ -12,12 +12,13 @@ provider's, and cache writes, which some providers charge above plain input, are
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 import litellm
 
 from spendmeter import _litellm
 from spendmeter import semconv as sc
+from spendmeter._numbers import number
 from spendmeter._overrides import compute_cost
 from spendmeter._tokens import prompt_tokens
 from spendmeter._usage import TokenUsage
@@ -80,28 +81,30 @@ def _litellm_cost(
 
 
 def _output_tokens(model: str, provider: str, params: Mapping[str, Any]) -> int | None:
-    limits: list[int] = [
-        value
-        for value in (
-            params.get("max_tokens"),
-            params.get("max_completion_tokens"),
-            params.get("max_output_tokens"),  # the Responses API's name
+    limits = [
+        limit
+        for limit in map(
+            _limit,
+            (
+                params.get("max_tokens"),
+                params.get("max_completion_tokens"),
+                params.get("max_output_tokens"),  # the Responses API's name
+            ),
         )
-        if _is_count(value)
+        if limit is not None
     ]
-    if limits:
-        limit = max(limits)
-    else:
-        try:
-            limit = litellm.get_model_info(model=model, custom_llm_provider=provider).get(
-                "max_output_tokens"
-            )
-        except Exception:  # LiteLLM raises a bare Exception for an unmapped model
-            return None
-        if not _is_count(limit):
-            return None
-    choices = params.get("n")
-    return limit * (choices if _is_count(choices) and choices > 0 else 1)
+    limit = max(limits) if limits else _max_output_tokens(model, provider)
+    if limit is None:
+        return None
+    return limit * (_limit(params.get("n")) or 1)
+
+
+def _max_output_tokens(model: str, provider: str) -> int | None:
+    try:
+        info = litellm.get_model_info(model=model, custom_llm_provider=provider)
+    except Exception:  # LiteLLM raises a bare Exception for an unmapped model
+        return None
+    return _limit(info.get("max_output_tokens"))
 
 
 def _rerank_worst_case(model: str, provider: str, params: Mapping[str, Any]) -> float | None:
@@ -112,5 +115,7 @@ def _rerank_worst_case(model: str, provider: str, params: Mapping[str, Any]) -> 
     return cost if cost else None  # no price: unbounded, never a free reservation
 
 
-def _is_count(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _limit(value: object) -> int | None:
+    """A token or choice count a call gives: a whole number >= 0."""
+    found = number(value)
+    return found if type(found) is int and found >= 0 else None

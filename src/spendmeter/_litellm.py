@@ -27,7 +27,6 @@ tests (``pyproject.toml``'s floor and the newest):
 from __future__ import annotations
 
 import datetime
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +43,9 @@ from litellm.litellm_core_utils.llm_cost_calc.utils import (
 )
 from litellm.utils import get_model_cost_mutation_generation
 from opentelemetry.instrumentation.utils import unwrap
+
+from spendmeter._fields import field, private
+from spendmeter._numbers import amount
 
 # How a proxy (or a provider LiteLLM knows reports its own cost) states the cost of a response:
 # LiteLLM keeps the provider's headers in `_hidden_params["additional_headers"]` with this prefix.
@@ -101,28 +103,8 @@ def map_generation() -> int:
 
 
 def hidden_params(response: object) -> Mapping[str, Any] | None:
-    # Read pydantic's private dict directly: `response._hidden_params` goes through pydantic's
-    # __getattr__, which costs more than the rest of reading the figure.
-    private = getattr(response, "__pydantic_private__", None)
-    if isinstance(private, dict):
-        hidden = private.get("_hidden_params")
-    else:
-        hidden = getattr(response, "_hidden_params", None)
+    hidden = private(response, "_hidden_params")
     return hidden if isinstance(hidden, Mapping) else None
-
-
-def cost_number(value: object) -> float | None:
-    """A cost from a number or a numeric string (headers are strings); ``None`` otherwise."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return None
-    return float(value)
 
 
 def provider_reported_cost(
@@ -137,16 +119,12 @@ def provider_reported_cost(
     if hidden is not None:
         headers = hidden.get("additional_headers")
         if isinstance(headers, Mapping) and RESPONSE_COST_HEADER in headers:
-            return cost_number(headers[RESPONSE_COST_HEADER])
+            return amount(headers[RESPONSE_COST_HEADER])
         if UPSTREAM_USAGE_COST in hidden:
-            return cost_number(hidden[UPSTREAM_USAGE_COST])
+            return amount(hidden[UPSTREAM_USAGE_COST])
     if not usage_cost or provider in _COST_NOT_BILLED:
         return None
-    usage = response.get("usage") if isinstance(response, Mapping) else None
-    if usage is None:
-        usage = getattr(response, "usage", None)
-    cost = usage.get("cost") if isinstance(usage, Mapping) else getattr(usage, "cost", None)
-    return cost_number(cost)
+    return amount(field(field(response, "usage"), "cost"))
 
 
 def stream_logging_obj(stream: object) -> object:

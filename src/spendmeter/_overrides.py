@@ -12,7 +12,6 @@ prices), so that an override written like a LiteLLM entry costs what LiteLLM wou
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import NamedTuple, cast
 import litellm
 
 from spendmeter._litellm import apply_provider_cache_read_default, map_generation
+from spendmeter._numbers import amount
 from spendmeter._usage import TokenUsage
 from spendmeter.config import PricingConfigError
 
@@ -157,8 +157,8 @@ def _checked_entry(entry: Mapping[object, object], where: str) -> dict[str, floa
                 )
             checked[key] = value.strip()
             continue
-        rate = _rate(value)
-        if rate is None or rate < 0:
+        rate = amount(value)
+        if rate is None:
             raise PricingConfigError(
                 f"{where}: key {key!r} must be a non-negative number (USD), not {value!r}"
             )
@@ -293,8 +293,8 @@ def _price_from_entry(model: str, entry: Mapping[str, object]) -> Price | None:
     """
     if any(entry.get(scheme) is not None for scheme in _UNSUPPORTED_SCHEMES):
         return None
-    input_rate = _rate(entry.get("input_cost_per_token"))
-    output_rate = _rate(entry.get("output_cost_per_token"))
+    input_rate = amount(entry.get("input_cost_per_token"))
+    output_rate = amount(entry.get("output_cost_per_token"))
     if not ((input_rate or 0.0) > 0 or (output_rate or 0.0) > 0):
         per_second = _per_second_rate(entry)
         if per_second is not None:
@@ -305,9 +305,9 @@ def _price_from_entry(model: str, entry: Mapping[str, object]) -> Price | None:
     if not output_rate:
         # Image models publish their output price per image token only.
         output_rate = _rate_or(entry, "output_cost_per_image_token", 0.0)
-    cache_read = _rate(entry.get("cache_read_input_token_cost"))
-    cache_write = _rate(entry.get("cache_creation_input_token_cost"))
-    cache_write_1h = _rate(entry.get("cache_creation_input_token_cost_above_1hr"))
+    cache_read = amount(entry.get("cache_read_input_token_cost"))
+    cache_write = amount(entry.get("cache_creation_input_token_cost"))
+    cache_write_1h = amount(entry.get("cache_creation_input_token_cost_above_1hr"))
     rates = _rates(entry, input_rate, output_rate, cache_read, cache_write, cache_write_1h)
 
     tiers: list[tuple[float, Rates]] = []
@@ -351,7 +351,7 @@ def _per_second_rate(entry: Mapping[str, object]) -> float | None:
     if entry.get("mode") not in _PER_SECOND_MODES:
         return None
     for key in ("cost_per_second", *_SECOND_RATES):
-        rate = _rate(entry.get(key))
+        rate = amount(entry.get(key))
         if rate is not None:
             return rate
     return None
@@ -379,29 +379,13 @@ def _thresholds(entry: Mapping[str, object]) -> list[tuple[str, float]]:
 def _tier_rate(
     entry: Mapping[str, object], rate: str, label: str, below: float | None
 ) -> float | None:
-    found = _rate(entry.get(f"{rate}_above_{label}_tokens"))
+    found = amount(entry.get(f"{rate}_above_{label}_tokens"))
     return below if found is None else found
 
 
 def _rate_or(entry: Mapping[str, object], key: str, default: float) -> float:
-    found = _rate(entry.get(key))
+    found = amount(entry.get(key))
     return default if found is None else found
-
-
-def _rate(value: object) -> float | None:
-    """A price from a number or a numeric string (YAML and proxy configs write "3e-7")."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
 
 
 # --- resolution --------------------------------------------------------------------------

@@ -18,8 +18,9 @@ import wrapt
 from opentelemetry import context as otel_context
 
 from spendmeter import semconv as sc
-from spendmeter._attributes import field, output_message
+from spendmeter._attributes import output_message
 from spendmeter._call import Call, Outcome
+from spendmeter._fields import field, private
 from spendmeter._guard import guarded
 from spendmeter._tokens import (
     COUNT_LIMIT_CHARS,
@@ -505,7 +506,7 @@ def _without_figure(assembled: Any) -> Any:
     """The assembled response without the cost put on it where it was assembled, which knew
     nothing of the call (service tier, base_model): pricing asks LiteLLM's calculator, told
     what the call was. A copy: LiteLLM's own object may still be read by its logging."""
-    hidden = getattr(assembled, "_hidden_params", None)
+    hidden = private(assembled, "_hidden_params")
     if not isinstance(hidden, dict) or "response_cost" not in hidden:
         return assembled
     copy = assembled.model_copy()

@@ -7,9 +7,12 @@ exception and never a negative number.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import NamedTuple
+
+from spendmeter._fields import fields as fields_of
+from spendmeter._fields import private
+from spendmeter._numbers import count
 
 _NOTHING: Mapping[str, object] = {}
 
@@ -42,7 +45,7 @@ def token_usage(usage: object) -> TokenUsage | None:
     of the same shape, and the ``input_tokens``/``output_tokens`` shapes of the Responses API
     and of raw Anthropic usage.
     """
-    fields = _fields(usage)
+    fields = fields_of(usage)
     if fields is None:
         return None
     if "prompt_tokens" in fields or "completion_tokens" in fields:
@@ -53,12 +56,12 @@ def token_usage(usage: object) -> TokenUsage | None:
 
 
 def _chat_usage(fields: Mapping[str, object], usage: object) -> TokenUsage | None:
-    input_tokens = _count(fields.get("prompt_tokens"))
-    output_tokens = _count(fields.get("completion_tokens"))
+    input_tokens = count(fields.get("prompt_tokens"))
+    output_tokens = count(fields.get("completion_tokens"))
     if input_tokens is None and output_tokens is None:
         return None
-    prompt = _fields(fields.get("prompt_tokens_details")) or _NOTHING
-    completion = _fields(fields.get("completion_tokens_details")) or _NOTHING
+    prompt = fields_of(fields.get("prompt_tokens_details")) or _NOTHING
+    completion = fields_of(fields.get("completion_tokens_details")) or _NOTHING
     # Precedence follows LiteLLM's Usage(): Anthropic's top-level counts, then DeepSeek's,
     # then the OpenAI details; the private attributes only fill in for odd hand-built objects.
     cache_read = _first(
@@ -67,7 +70,7 @@ def _chat_usage(fields: Mapping[str, object], usage: object) -> TokenUsage | Non
         prompt.get("cached_tokens"),
     )
     if cache_read is None:
-        cache_read = _private_count(usage, "_cache_read_input_tokens")
+        cache_read = count(private(usage, "_cache_read_input_tokens")) or 0
     cache_write = _first(
         fields.get("cache_creation_input_tokens"),
         prompt.get("cache_write_tokens"),
@@ -75,9 +78,9 @@ def _chat_usage(fields: Mapping[str, object], usage: object) -> TokenUsage | Non
         prompt.get("cache_creation_input_tokens"),
     )
     if cache_write is None:
-        cache_write = _private_count(usage, "_cache_creation_input_tokens")
+        cache_write = count(private(usage, "_cache_creation_input_tokens")) or 0
     reasoning = _first(completion.get("reasoning_tokens"), fields.get("reasoning_tokens"))
-    write_details = _fields(prompt.get("cache_creation_token_details"))
+    write_details = fields_of(prompt.get("cache_creation_token_details"))
     return TokenUsage(
         input_tokens=input_tokens or 0,
         output_tokens=output_tokens or 0,
@@ -85,25 +88,25 @@ def _chat_usage(fields: Mapping[str, object], usage: object) -> TokenUsage | Non
         cache_write_tokens=cache_write,
         reasoning_tokens=reasoning or 0,
         cache_write_1h_tokens=_one_hour_writes(write_details),
-        input_audio_tokens=_count(prompt.get("audio_tokens")) or 0,
-        output_audio_tokens=_count(completion.get("audio_tokens")) or 0,
-        input_image_tokens=_count(prompt.get("image_tokens")) or 0,
-        output_image_tokens=_count(completion.get("image_tokens")) or 0,
+        input_audio_tokens=count(prompt.get("audio_tokens")) or 0,
+        output_audio_tokens=count(completion.get("audio_tokens")) or 0,
+        input_image_tokens=count(prompt.get("image_tokens")) or 0,
+        output_image_tokens=count(completion.get("image_tokens")) or 0,
     )
 
 
 def _input_output_usage(fields: Mapping[str, object]) -> TokenUsage | None:
-    input_tokens = _count(fields.get("input_tokens"))
-    output_tokens = _count(fields.get("output_tokens"))
+    input_tokens = count(fields.get("input_tokens"))
+    output_tokens = count(fields.get("output_tokens"))
     if input_tokens is None and output_tokens is None:
         return None
-    input_details = _fields(fields.get("input_tokens_details")) or _NOTHING
-    output_details = _fields(fields.get("output_tokens_details")) or _NOTHING
-    anthropic_read = _count(fields.get("cache_read_input_tokens"))
-    anthropic_write = _count(fields.get("cache_creation_input_tokens"))
+    input_details = fields_of(fields.get("input_tokens_details")) or _NOTHING
+    output_details = fields_of(fields.get("output_tokens_details")) or _NOTHING
+    anthropic_read = count(fields.get("cache_read_input_tokens"))
+    anthropic_write = count(fields.get("cache_creation_input_tokens"))
     if anthropic_read is None and anthropic_write is None:
         # Responses API: input_tokens already includes the cached ones.
-        cache_read = _count(input_details.get("cached_tokens")) or 0
+        cache_read = count(input_details.get("cached_tokens")) or 0
         cache_write = 0
         total_input = input_tokens or 0
     else:
@@ -116,71 +119,22 @@ def _input_output_usage(fields: Mapping[str, object]) -> TokenUsage | None:
         output_tokens=output_tokens or 0,
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
-        reasoning_tokens=_count(output_details.get("reasoning_tokens")) or 0,
-        cache_write_1h_tokens=_one_hour_writes(_fields(fields.get("cache_creation"))),
+        reasoning_tokens=count(output_details.get("reasoning_tokens")) or 0,
+        cache_write_1h_tokens=_one_hour_writes(fields_of(fields.get("cache_creation"))),
     )
 
 
 def _one_hour_writes(details: Mapping[str, object] | None) -> int:
     if details is None:
         return 0
-    return _count(details.get("ephemeral_1h_input_tokens")) or 0
-
-
-def _fields(source: object) -> Mapping[str, object] | None:
-    """The fields of a dict, a pydantic model or a plain object, as a mapping.
-
-    A missing attribute on a pydantic model costs microseconds (its ``__getattr__`` raises),
-    so objects are read through ``__dict__`` plus pydantic's extra fields instead.
-    """
-    if source is None:
-        return None
-    if isinstance(source, dict):
-        return source
-    attributes = getattr(source, "__dict__", None)
-    if isinstance(attributes, dict):
-        extra = getattr(source, "__pydantic_extra__", None)
-        return {**attributes, **extra} if extra else attributes
-    return source if isinstance(source, Mapping) else None
-
-
-def _private_count(source: object, name: str) -> int:
-    private = getattr(source, "__pydantic_private__", None)
-    return (_count(private.get(name)) or 0) if isinstance(private, dict) else 0
+    return count(details.get("ephemeral_1h_input_tokens")) or 0
 
 
 def _first(*values: object) -> int | None:
     """The first value that is a usable count."""
     for value in values:
         if value is not None:
-            count = _count(value)
-            if count is not None:
-                return count
+            found = count(value)
+            if found is not None:
+                return found
     return None
-
-
-def _count(value: object) -> int | None:
-    """A token count from whatever a provider sent: ``None`` when it is not a number."""
-    if type(value) is int:
-        return value if value > 0 else 0
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return max(int(value), 0)
-    if isinstance(value, float):
-        return max(int(value), 0) if math.isfinite(value) else None
-    if isinstance(value, str):
-        return _parsed_count(value)
-    return None
-
-
-def _parsed_count(text: str) -> int | None:
-    try:
-        return max(int(text), 0)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return max(int(number), 0) if math.isfinite(number) else None

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import os
 import threading
 import weakref
@@ -43,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
@@ -62,6 +61,7 @@ from spendmeter._ledger import (
     utc,
 )
 from spendmeter._listeners import CallRequest
+from spendmeter._numbers import number
 from spendmeter.errors import BudgetExceededError
 
 logger = logging.getLogger(__name__)
@@ -544,14 +544,11 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _is_number(value: object) -> TypeGuard[numbers.Real]:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _checked_budget(budget: object) -> float:
-    if not _is_number(budget) or not math.isfinite(budget) or budget < 0:
+    value = number(budget)
+    if value is None or value < 0:
         raise ValueError(f"budget must be a finite number of USD >= 0, got {budget!r}")
-    return float(budget)
+    return float(value)
 
 
 def _checked_thresholds(thresholds: Iterable[float]) -> tuple[float, ...]:
@@ -559,7 +556,8 @@ def _checked_thresholds(thresholds: Iterable[float]) -> tuple[float, ...]:
         raise ValueError(f"thresholds must be fractions of the budget, got {thresholds!r}")
     values = tuple(thresholds)
     for value in values:
-        if not _is_number(value) or not 0 < float(value) <= 1:
+        fraction = number(value)
+        if fraction is None or not 0 < fraction <= 1:
             raise ValueError(f"each threshold must be a fraction in (0, 1], got {value!r}")
     return tuple(sorted({float(value) for value in values}))
 
@@ -589,6 +587,7 @@ def _checked_policy(policy: object) -> str:
 
 
 def _checked_timeout(timeout: object) -> float:
-    if not _is_number(timeout) or not math.isfinite(timeout) or timeout <= 0:
+    seconds = number(timeout)
+    if seconds is None or seconds <= 0:
         raise ValueError(f"ledger_timeout must be a number of seconds > 0, got {timeout!r}")
-    return float(timeout)
+    return float(seconds)

@@ -26,10 +26,11 @@ and a budget the user believes is on must not be silently off.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from spendmeter._numbers import number
 
 PRICING_FILE = "SPENDMETER_PRICING_FILE"
 METADATA_KEYS = "SPENDMETER_METADATA_KEYS"
@@ -117,24 +118,26 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise _invalid(name, raw, "true or false")
 
 
-def _float(name: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise _invalid(name, raw, "a number") from None
+def _float(name: str, raw: str, expected: str) -> float:
+    value = number(raw, text=True)
+    if value is None:
+        raise _invalid(name, raw, expected)
+    return float(value)
 
 
 def _usd(name: str, raw: str) -> float:
-    value = _float(name, raw)
-    if not math.isfinite(value) or value < 0:
-        raise _invalid(name, raw, "a finite number of USD >= 0")
+    expected = "a finite number of USD >= 0"
+    value = _float(name, raw, expected)
+    if value < 0:
+        raise _invalid(name, raw, expected)
     return value
 
 
 def _fractions(name: str, raw: str) -> tuple[float, ...]:
-    values = tuple(_float(name, part) for part in _names(raw))
+    expected = "a comma list of fractions of the budget in (0, 1]"
+    values = tuple(_float(name, part, expected) for part in _names(raw))
     if not values or not all(0 < value <= 1 for value in values):
-        raise _invalid(name, raw, "a comma list of fractions of the budget in (0, 1]")
+        raise _invalid(name, raw, expected)
     return values
 
 
@@ -147,9 +150,10 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
 
 
 def _seconds(name: str, raw: str) -> float:
-    value = _float(name, raw)
-    if not math.isfinite(value) or value <= 0:
-        raise _invalid(name, raw, "a number of seconds > 0")
+    expected = "a number of seconds > 0"
+    value = _float(name, raw, expected)
+    if value <= 0:
+        raise _invalid(name, raw, expected)
     return value
 
 

@@ -25,6 +25,8 @@ import litellm
 
 from spendmeter import _litellm
 from spendmeter import semconv as sc
+from spendmeter._fields import field
+from spendmeter._numbers import amount
 from spendmeter._overrides import (
     Cost,
     Price,
@@ -92,7 +94,7 @@ class Pricer:
         ``usage`` saves reading the response's token counts again when the caller has them.
         """
         if usage is None:
-            usage = token_usage(_field(response, "usage"))
+            usage = token_usage(field(response, "usage"))
         override = self.overrides.resolve(model, provider)
         if override is not None:
             return self._override(
@@ -165,7 +167,7 @@ class Pricer:
         hidden = _litellm.hidden_params(response)
         if hidden is None:
             return None, None
-        total = _litellm.cost_number(hidden.get("response_cost"))
+        total = amount(hidden.get("response_cost"))
         if total is None:
             return None, None
         return total, self._splits.take(self._call_id(hidden, stream))
@@ -247,10 +249,10 @@ def _context(model: str, provider: str | None, kwargs: Mapping[str, Any]) -> dic
 def base_model_of(kwargs: Mapping[str, Any]) -> str | None:
     """The ``base_model`` a call is priced as: given directly, or in ``model_info`` or the
     metadata's ``model_info``, which is where the Router and the proxy put a deployment's."""
-    candidates = [kwargs.get("base_model"), _get(kwargs.get("model_info"), "base_model")]
+    candidates = [kwargs.get("base_model"), field(kwargs.get("model_info"), "base_model")]
     metadata = kwargs.get("metadata")
-    candidates.append(_get(_get(metadata, "model_info"), "base_model"))
-    candidates.append(_get(kwargs.get("litellm_params"), "base_model"))
+    candidates.append(field(field(metadata, "model_info"), "base_model"))
+    candidates.append(field(kwargs.get("litellm_params"), "base_model"))
     for candidate in candidates:
         if isinstance(candidate, str) and candidate:
             return candidate
@@ -265,7 +267,7 @@ def _priced_model(
     base_model = base_model_of(kwargs)
     if base_model is not None:
         return base_model
-    answered = _field(response, "model")
+    answered = field(response, "model")
     if isinstance(answered, str) and answered and answered != model:
         cost_map = litellm.model_cost
         if answered in cost_map or f"{provider}/{answered}" in cost_map:
@@ -282,15 +284,4 @@ def _agrees(split_total: float, total: float) -> bool:
 
 
 def _number(value: object) -> float:
-    found = _litellm.cost_number(value)
-    return 0.0 if found is None else found
-
-
-def _get(source: object, key: str) -> object:
-    return source.get(key) if isinstance(source, Mapping) else None
-
-
-def _field(source: Any, name: str) -> Any:
-    if isinstance(source, Mapping):
-        return source.get(name)
-    return getattr(source, name, None)
+    return amount(value) or 0.0
