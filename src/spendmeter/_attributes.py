@@ -268,32 +268,50 @@ def metadata_attributes(metadata: Any, keys: Sequence[str]) -> Attributes:
     return found
 
 
-def response_attributes(response: Any, capture_content: bool) -> Attributes:
-    """Response id, model and finish reasons (and output content when asked for)."""
+def response_attributes(
+    response_id: Any,
+    model: Any,
+    finish_reasons: Sequence[str],
+    service_tier: Any = None,
+    dimensions: int | None = None,
+    output_messages: list[dict[str, Any]] | None = None,
+) -> Attributes:
+    """What a call brought back, plain or streamed: response id, model, finish reasons,
+    service tier, embedding dimensions and (when content is captured) output messages."""
     attributes: Attributes = {}
-    response_id = field(response, "id")
     if isinstance(response_id, str) and response_id:
         attributes[sc.GEN_AI_RESPONSE_ID] = response_id
-    model = field(response, "model")
     if isinstance(model, str) and model:
         attributes[sc.GEN_AI_RESPONSE_MODEL] = model
-    stop_reason = field(response, "stop_reason")  # Anthropic-style messages
-    if isinstance(stop_reason, str) and stop_reason:
-        attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [stop_reason]
-    tier = field(response, "service_tier")  # a pydantic extra field when the provider sent it
-    if isinstance(tier, str) and tier:
-        attributes[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
-    dimensions = _embedding_dimensions(field(response, "data"))
+    if finish_reasons:
+        attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = list(finish_reasons)
+    if isinstance(service_tier, str) and service_tier:  # a pydantic extra field when sent
+        attributes[sc.OPENAI_RESPONSE_SERVICE_TIER] = service_tier
     if dimensions is not None:
         attributes[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
-    choices = field(response, "choices")
-    if isinstance(choices, list) and choices:
-        reasons = [str(reason) for reason in (field(c, "finish_reason") for c in choices) if reason]
-        if reasons:
-            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
-        if capture_content:
-            attributes[sc.GEN_AI_OUTPUT_MESSAGES] = _json([_choice_output(c) for c in choices])
+    if output_messages:
+        attributes[sc.GEN_AI_OUTPUT_MESSAGES] = _json(output_messages)
     return attributes
+
+
+def plain_response_attributes(response: Any, capture_content: bool) -> Attributes:
+    """``response_attributes`` of a response LiteLLM returned whole."""
+    choices = field(response, "choices")
+    if not isinstance(choices, list):
+        choices = []
+    reasons = [str(reason) for reason in (field(c, "finish_reason") for c in choices) if reason]
+    if not reasons:
+        stop_reason = field(response, "stop_reason")  # Anthropic-style messages
+        if isinstance(stop_reason, str) and stop_reason:
+            reasons = [stop_reason]
+    return response_attributes(
+        field(response, "id"),
+        field(response, "model"),
+        reasons,
+        field(response, "service_tier"),
+        _embedding_dimensions(field(response, "data")),
+        [_choice_output(c) for c in choices] if capture_content and choices else None,
+    )
 
 
 def _embedding_dimensions(data: Any) -> int | None:

@@ -516,7 +516,7 @@ class Call:
             estimated=False,
             response_attributes=guarded(
                 "reading the response",
-                _attributes.response_attributes,
+                _attributes.plain_response_attributes,
                 response,
                 self.telemetry.capture_content,
             ),

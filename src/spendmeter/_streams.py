@@ -8,17 +8,15 @@ when the stream is exhausted, fails, is closed, is cancelled or is garbage-colle
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
 
-from spendmeter import semconv as sc
-from spendmeter._attributes import output_message
+from spendmeter._attributes import output_message, response_attributes
 from spendmeter._call import Call, Outcome
 from spendmeter._fields import field, private
 from spendmeter._guard import guarded
@@ -522,18 +520,12 @@ def _prompt_messages(params: Any) -> Any:
     return messages
 
 
-def _response_attributes(seen: _Seen, capture_content: bool) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    if isinstance(seen.response_id, str) and seen.response_id:
-        found[sc.GEN_AI_RESPONSE_ID] = seen.response_id
-    if isinstance(seen.response_model, str) and seen.response_model:
-        found[sc.GEN_AI_RESPONSE_MODEL] = seen.response_model
-    if seen.finish_reasons:
-        found[sc.GEN_AI_RESPONSE_FINISH_REASONS] = seen.finish_reasons
-    tier = field(seen.chunks[-1], "service_tier") if seen.chunks else None
-    if isinstance(tier, str) and tier:
-        found[sc.OPENAI_RESPONSE_SERVICE_TIER] = tier
-    if capture_content and seen.choices():
-        messages = [choice.message() for choice in seen.choices()]
-        found[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(messages, ensure_ascii=False)
-    return found
+def _response_attributes(seen: _Seen, capture_content: bool) -> Mapping[str, Any]:
+    choices = seen.choices() if capture_content else ()
+    return response_attributes(
+        seen.response_id,
+        seen.response_model,
+        seen.finish_reasons,
+        field(seen.chunks[-1], "service_tier") if seen.chunks else None,
+        output_messages=[choice.message() for choice in choices] or None,
+    )
