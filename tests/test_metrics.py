@@ -173,3 +173,41 @@ def test_cost_points_carry_exemplars_linking_to_the_trace(telemetry: Telemetry) 
     (point,) = telemetry.points(sc.METRIC_COST)
     assert [exemplar.trace_id for exemplar in point.exemplars] == [span.context.trace_id]
     assert point.exemplars[0].value == span.attributes[sc.GEN_AI_USAGE_COST]
+
+
+def test_every_point_links_its_exemplar_to_the_llm_span_not_the_apps(
+    telemetry: Telemetry,
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("handle request"):
+        litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER)
+        for _ in litellm.completion(
+            model="gpt-4o", messages=MESSAGES, mock_response=ANSWER, stream=True
+        ):
+            pass
+
+    llm_spans = {
+        s.attributes[sc.GEN_AI_REQUEST_MODEL]: s
+        for s in telemetry.spans()
+        if s.kind.name == "CLIENT"
+    }
+    assert set(llm_spans) == {"gpt-4o-mini", "gpt-4o"}
+    names = {
+        sc.METRIC_COST,
+        sc.METRIC_OPERATION_DURATION,
+        sc.METRIC_TOKEN_USAGE,
+        sc.METRIC_TIME_TO_FIRST_CHUNK,
+    }
+    # One collection: a cumulative point's exemplars are handed out once.
+    data = telemetry.reader.get_metrics_data()
+    linked = 0
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in (m for m in scope.metrics if m.name in names):
+                for point in metric.data.data_points:
+                    span = llm_spans[point.attributes[sc.GEN_AI_REQUEST_MODEL]]
+                    exemplars = [e.span_id for e in point.exemplars]
+                    assert exemplars == [span.context.span_id], metric.name
+                    linked += 1
+    # cost 2, duration 2, tokens 2 x 2, time to first chunk 1 (the stream's)
+    assert linked == 9

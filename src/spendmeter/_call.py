@@ -18,8 +18,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -308,6 +307,7 @@ class Call:
         "_max_cost",
         "attributes",
         "budgets",
+        "context",
         "info",
         "nested",
         "operation",
@@ -347,6 +347,9 @@ class Call:
         self._ended = False
         # The context token while the span is current.
         self._active: Token[Context] | None = None
+        # The one context the call runs in, made at its start: its span current. Its metric
+        # points are recorded in it too, so that their exemplars link to this span.
+        self.context: Context | None = None
         self.span: Span = (
             telemetry.tracer.start_span(info.span_name, kind=SpanKind.CLIENT, attributes=attributes)
             if traced
@@ -382,7 +385,11 @@ class Call:
     def attach(self) -> Token[Context] | None:
         """Run code in the call's context until ``otel_context.detach`` of the token returned
         (``None``: nothing to detach, the call is not traced)."""
-        return otel_context.attach(self.telemetry.call_context(self.span)) if self.traced else None
+        if not self.traced:
+            return None
+        if self.context is None:
+            self.context = self.telemetry.call_context(self.span)
+        return otel_context.attach(self.context)
 
     def deactivate(self) -> None:
         """Make the span no longer current; a no-op once done."""
@@ -493,7 +500,9 @@ class Call:
         self._mark_failed(error)
         self.span.end()
         if self.traced:
-            self.telemetry.instruments.duration.record(duration, self._duration_attributes(error))
+            self.telemetry.instruments.duration.record(
+                duration, self._duration_attributes(error), context=self.context
+            )
 
     def _duration_attributes(self, error: BaseException | None) -> Mapping[str, Any]:
         if error is None:
@@ -533,8 +542,12 @@ class Call:
         pricing = pricing or self.priced(outcome)
         # Budgets hear of the call while its span is open, so a threshold event lands on it;
         # a budget's error reaches the caller only once the span is ended and exported.
-        with self._current_for_budgets():
+        token = self._current_for_budgets()
+        try:
             exceeded = self._tell_budgets(pricing.total, outcome.response)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         self._close(outcome, pricing, exceeded)
 
     async def afinish(self, outcome: Outcome, pricing: Priced | None = None) -> None:
@@ -543,8 +556,12 @@ class Call:
             await self._atell_failed()
             return
         pricing = pricing or self.priced(outcome)
-        with self._current_for_budgets():
+        token = self._current_for_budgets()
+        try:
             exceeded = await self._atell_budgets(pricing.total, outcome.response)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         self._close(outcome, pricing, exceeded)
 
     def priced(self, outcome: Outcome) -> Priced:
@@ -638,33 +655,28 @@ class Call:
     ) -> None:
         instruments = self.telemetry.instruments
         info = self.info
-        instruments.duration.record(duration, self._duration_attributes(error))
+        # Every point in the call's own context, so that each can carry an exemplar of this
+        # span: what links a spike on a dashboard to the calls that made it.
+        context = self.context
+        instruments.duration.record(duration, self._duration_attributes(error), context=context)
         if first_chunk_delay is not None:
-            instruments.time_to_first_chunk.record(first_chunk_delay, info.base)
+            instruments.time_to_first_chunk.record(first_chunk_delay, info.base, context=context)
         if usage is not None:
-            instruments.token_usage.record(usage.input_tokens, info.input_tokens)
+            instruments.token_usage.record(usage.input_tokens, info.input_tokens, context=context)
             if info.output_tokens is not None:  # None for an embedding (DESIGN.md 3)
-                instruments.token_usage.record(usage.output_tokens, info.output_tokens)
+                instruments.token_usage.record(
+                    usage.output_tokens, info.output_tokens, context=context
+                )
         if pricing.total is not None:
-            # In the span's context, so the cost point can carry an exemplar with its trace:
-            # what links a spike on a dashboard to the calls that made it.
-            instruments.cost.add(
-                pricing.total, info.base, context=trace.set_span_in_context(self.span)
-            )
+            instruments.cost.add(pricing.total, info.base, context=context)
         else:
-            instruments.unpriced_calls.add(1, info.unpriced)
+            instruments.unpriced_calls.add(1, info.unpriced, context=context)
 
-    @contextmanager
-    def _current_for_budgets(self) -> Iterator[None]:
-        """The span current while budgets count the call, so that a threshold event lands on
-        it: a plain call is still current here; a stream's span is made current again."""
-        # The same context a plain call's budgets are told in: the one it ran in.
-        token = self.attach() if self.budgets and self._active is None else None
-        try:
-            yield
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+    def _current_for_budgets(self) -> Token[Context] | None:
+        """Make the span current while budgets count the call, so that a threshold event lands
+        on it: a plain call is still current here; a stream's span is made current again, in
+        the same context the call ran in. The token to detach, if any."""
+        return self.attach() if self.budgets and self._active is None else None
 
     def _tell_budgets(self, cost: float | None, response: Any) -> BudgetExceededError | None:
         """Every budget counts the call; the first that asks to stop the caller is returned."""

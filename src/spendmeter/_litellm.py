@@ -108,14 +108,18 @@ def hidden_params(response: object) -> Mapping[str, Any] | None:
 
 
 def provider_reported_cost(
-    response: object, provider: str | None, *, usage_cost: bool = True
+    response: object,
+    hidden: Mapping[str, Any] | None,
+    provider: str | None,
+    *,
+    usage_cost: bool = True,
 ) -> float | None:
-    """What the provider (or a LiteLLM proxy in front of it) said this response cost.
+    """What the provider (or a LiteLLM proxy in front of it) said this response cost;
+    ``hidden`` is the response's hidden params.
 
     ``usage_cost=False`` reads only what cannot be LiteLLM's own figure: the cost header, and
     the upstream's ``usage.cost`` where LiteLLM set it aside.
     """
-    hidden = hidden_params(response)
     if hidden is not None:
         headers = hidden.get("additional_headers")
         if isinstance(headers, Mapping) and RESPONSE_COST_HEADER in headers:

@@ -100,18 +100,20 @@ class Pricer:
             return self._override(
                 override, call_type, provider, kwargs, response, usage, duration_s
             )
+        hidden = _litellm.hidden_params(response)
         # A stream's usage.cost may be LiteLLM's own bill, written there at the end of the stream.
-        reported = _litellm.provider_reported_cost(response, provider, usage_cost=stream is None)
+        reported = _litellm.provider_reported_cost(
+            response, hidden, provider, usage_cost=stream is None
+        )
         if reported is not None:
-            split = self._split(response, stream)
             return Priced(
                 sc.PRICING_PRICED,
                 reported,
-                parts(reported, split),
+                parts(reported, self._split(hidden, stream)),
                 sc.SOURCE_PROVIDER,
                 _priced_model(model, provider, kwargs, response),
             )
-        return self._litellm(call_type, model, provider, kwargs, response, stream)
+        return self._litellm(call_type, model, provider, kwargs, response, hidden, stream)
 
     # --- rule 1 -----------------------------------------------------------------------------
     def _override(
@@ -146,10 +148,13 @@ class Pricer:
         provider: str | None,
         kwargs: Mapping[str, Any],
         response: Any,
+        hidden: Mapping[str, Any] | None,
         stream: Any,
     ) -> Priced:
-        total, split = self._figure(response, stream)
-        if total is None:
+        total = None if hidden is None else amount(hidden.get("response_cost"))
+        if total is not None:  # LiteLLM's own figure, and the split it made of it
+            split = self._split(hidden, stream)
+        else:
             # No figure came with the response: LiteLLM's calculator, told what the call was.
             priced = _calculated(response, call_type, _context(model, provider, kwargs))
             if priced is None:
@@ -162,26 +167,16 @@ class Pricer:
             sc.PRICING_PRICED, total, parts(total, split), sc.SOURCE_LITELLM, priced_model
         )
 
-    def _figure(self, response: Any, stream: Any) -> tuple[float | None, Mapping[str, Any] | None]:
-        """LiteLLM's own cost of this response, with its split, when LiteLLM made one."""
-        hidden = _litellm.hidden_params(response)
-        if hidden is None:
-            return None, None
-        total = amount(hidden.get("response_cost"))
-        if total is None:
-            return None, None
-        return total, self._splits.take(self._call_id(hidden, stream))
-
-    def _split(self, response: Any, stream: Any) -> Mapping[str, Any] | None:
-        hidden = _litellm.hidden_params(response)
-        return None if hidden is None else self._splits.take(self._call_id(hidden, stream))
-
-    @staticmethod
-    def _call_id(hidden: Mapping[str, Any], stream: Any) -> object:
-        # A stream's chunks do not carry the call id; its logging object does.
+    def _split(self, hidden: Mapping[str, Any] | None, stream: Any) -> Mapping[str, Any] | None:
+        """LiteLLM's split of this call's cost, when it made one. A stream's chunks do not
+        carry the call id; its logging object does."""
         if stream is not None:
-            return getattr(_litellm.stream_logging_obj(stream), "litellm_call_id", None)
-        return hidden.get("litellm_call_id")
+            call_id = getattr(_litellm.stream_logging_obj(stream), "litellm_call_id", None)
+        elif hidden is not None:
+            call_id = hidden.get("litellm_call_id")
+        else:
+            return None
+        return self._splits.take(call_id)
 
 
 def parts(total: float, split: Mapping[str, Any] | None) -> Cost:
