@@ -16,6 +16,8 @@ def field(source: Any, name: str) -> Any:
     """``getattr(source, name, None)``, or ``source.get(name)`` on a mapping."""
     if type(source) is dict:
         return source.get(name)
+    if source is None:  # often: an absent field's field. A failed getattr raises inside.
+        return None
     found = getattr(source, "__dict__", None)
     if found is not None and name in found:
         return found[name]

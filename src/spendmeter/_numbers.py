@@ -15,8 +15,10 @@ def number(value: object, *, text: bool = False) -> int | float | None:
     """``value`` as a finite int or float; ``None`` for anything else, bools included.
     ``text=True`` reads numeric strings too ("3e-7", "120")."""
     kind = type(value)
-    if kind is int:  # the common case first: it runs on every token count of every call
+    if kind is int:  # the common cases first: they run on every token count of every call
         return value  # type: ignore[return-value]
+    if value is None:
+        return None
     if kind is float:
         return value if math.isfinite(value) else None  # type: ignore[arg-type, return-value]
     if isinstance(value, bool):
@@ -33,6 +35,8 @@ def number(value: object, *, text: bool = False) -> int | float | None:
 
 def count(value: object) -> int | None:
     """A count (of tokens, images, ...) from whatever a provider sent, never below 0."""
+    if type(value) is int:
+        return value if value >= 0 else 0
     found = number(value, text=True)
     if found is None:
         return None

@@ -80,14 +80,15 @@ def _chat_usage(fields: Mapping[str, object], usage: object) -> TokenUsage | Non
     if cache_write is None:
         cache_write = count(private(usage, "_cache_creation_input_tokens")) or 0
     reasoning = _first(completion.get("reasoning_tokens"), fields.get("reasoning_tokens"))
-    write_details = fields_of(prompt.get("cache_creation_token_details"))
-    return TokenUsage(
-        input_tokens=input_tokens or 0,
-        output_tokens=output_tokens or 0,
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning or 0,
-        cache_write_1h_tokens=_one_hour_writes(write_details),
+    usage_counts = TokenUsage(
+        input_tokens or 0, output_tokens or 0, cache_read, cache_write, reasoning or 0
+    )
+    if prompt is _NOTHING and completion is _NOTHING:
+        return usage_counts  # most calls: no per-modality details to read
+    return usage_counts._replace(
+        cache_write_1h_tokens=_one_hour_writes(
+            fields_of(prompt.get("cache_creation_token_details"))
+        ),
         input_audio_tokens=count(prompt.get("audio_tokens")) or 0,
         output_audio_tokens=count(completion.get("audio_tokens")) or 0,
         input_image_tokens=count(prompt.get("image_tokens")) or 0,
