@@ -10,7 +10,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
-from tests.conftest import MESSAGES, FakeProvider
+from tests._support import MESSAGES, FakeProvider
 
 FAKE_MODEL = "fakellm/fake-model"
 PRICES = {FAKE_MODEL: {"input_cost_per_token": 1e-3, "output_cost_per_token": 2e-3}}

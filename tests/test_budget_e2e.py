@@ -31,7 +31,7 @@ from opentelemetry.trace import StatusCode
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
-from tests.conftest import MESSAGES, FakeProvider, Telemetry
+from tests._support import MESSAGES, FakeProvider, Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_MODEL = "fakellm/fake-model"

@@ -27,7 +27,7 @@ from litellm import ModelResponse, Usage
 
 from spendmeter import semconv as sc
 from spendmeter._litellm import prices_anything
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import MESSAGES, Telemetry
 
 # A sweep over LiteLLM's price map: in `make test`, not in the fast `make check`.
 pytestmark = pytest.mark.slow

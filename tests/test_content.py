@@ -11,7 +11,7 @@ import pytest
 from litellm import ModelResponse
 
 from spendmeter import semconv as sc
-from tests.conftest import Telemetry
+from tests._support import Telemetry
 
 CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 TOOL_CALL = {

@@ -16,7 +16,7 @@ from litellm import ModelResponse, Usage
 
 from spendmeter import semconv as sc
 from spendmeter.pricing import PricingConfigError
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import MESSAGES, Telemetry
 
 
 def mocked(model: str, usage: Usage, **kwargs: Any) -> Any:

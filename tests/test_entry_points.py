@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, Telemetry, registered_provider
+from tests._support import MESSAGES, Telemetry, registered_provider
 from tests.fake_http import FakeHTTPProvider
 
 IMAGE_MODEL = "fakeimages/painter"

@@ -33,7 +33,7 @@ from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor, config
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
 from spendmeter.pricing import PricingConfigError
-from tests.conftest import MESSAGES, FakeProvider, Telemetry, registered_provider
+from tests._support import MESSAGES, FakeProvider, Telemetry, registered_provider
 
 ANSWER = "Faults happen; the answer still arrives."
 FAKE_MODEL = "fakellm/fake-model"

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import LiteLLMInstrumentor
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import MESSAGES, Telemetry
 
 ANSWER = "Tokens in and tokens out, both billed."
 

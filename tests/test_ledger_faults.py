@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
 from spendmeter._redis_ledger import RETRY_AFTER
-from tests.conftest import MESSAGES, FakeProvider
+from tests._support import MESSAGES, FakeProvider
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from spendmeter import LiteLLMInstrumentor
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import MESSAGES, Telemetry
 
 ANSWER = "Every token is billed."
 

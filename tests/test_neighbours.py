@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.semconv_ai import SUPPRESS_LANGUAGE_MODEL_INSTRUMENTATION_KEY
 
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, FakeProvider, Telemetry, registered_provider
+from tests._support import MESSAGES, FakeProvider, Telemetry, registered_provider
 from tests.fake_openai import EMBEDDING_MODEL, MODEL, FakeOpenAIServer
 
 CASES = [

@@ -22,7 +22,7 @@ from spendmeter import semconv as sc
 from spendmeter._overrides import PriceResolver, compute_cost
 from spendmeter._usage import TokenUsage
 from spendmeter.pricing import PricingConfigError, load_overrides
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import MESSAGES, Telemetry
 
 Register = Callable[..., None]
 PARTS = (

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, Telemetry, registered_provider
+from tests._support import MESSAGES, Telemetry, registered_provider
 
 PRICES = {
     "fakellm/flaky": {"input_cost_per_token": 1e-3, "output_cost_per_token": 1e-3},

@@ -14,7 +14,7 @@ from litellm import ModelResponse
 from pydantic import BaseModel
 
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, FakeProvider, Telemetry, registered_provider
+from tests._support import MESSAGES, FakeProvider, Telemetry, registered_provider
 from tests.fake_http import FakeHTTPProvider
 from tests.fake_openai import VECTOR, FakeOpenAIServer
 
