@@ -11,14 +11,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, _listeners, config
 from spendmeter.budget import HISTORY_SIZE
+from tests._support import Telemetry
 
 CHAT = {
     "gen_ai.operation.name": "chat",
@@ -66,31 +62,17 @@ class Recorder:
 
 
 @pytest.fixture
-def reader() -> InMemoryMetricReader:
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def meter_provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
-
-
-@pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
 
 
 @pytest.fixture
-def make(
-    meter_provider: MeterProvider, recorder: Recorder
-) -> Iterator[Callable[..., BudgetSpanProcessor]]:
+def make(providers: Telemetry, recorder: Recorder) -> Iterator[Callable[..., BudgetSpanProcessor]]:
     """Builds processors wired to the recorder; shuts them down so none outlives its test."""
     made: list[BudgetSpanProcessor] = []
 
     def build(budget: float = 1.0, **kwargs: Any) -> BudgetSpanProcessor:
-        kwargs.setdefault("meter_provider", meter_provider)
+        kwargs.setdefault("meter_provider", providers.meter_provider)
         kwargs.setdefault("on_threshold", recorder.on_threshold)
         kwargs.setdefault("on_budget_exceeded", recorder.on_budget_exceeded)
         processor = BudgetSpanProcessor(budget, **kwargs)
@@ -102,16 +84,12 @@ def make(
         processor.shutdown()
 
 
-def gauge(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, Any]], float]:
+def gauge(telemetry: Telemetry, name: str) -> dict[frozenset[tuple[str, Any]], float]:
     points: dict[frozenset[tuple[str, Any]], float] = {}
-    data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    assert metric.unit == "USD"
-                    for point in metric.data.data_points:
-                        points[frozenset(point.attributes.items())] = point.value
+    for metric in telemetry.metrics(name):
+        assert metric.unit == "USD"
+        for point in metric.data.data_points:
+            points[frozenset(point.attributes.items())] = point.value
     return points
 
 
@@ -170,19 +148,17 @@ def test_from_settings_builds_what_the_environment_asks_for() -> None:
         processor.shutdown()
 
 
-def test_from_settings_without_thresholds_uses_the_defaults(
-    meter_provider: MeterProvider, reader: InMemoryMetricReader
-) -> None:
+def test_from_settings_without_thresholds_uses_the_defaults(providers: Telemetry) -> None:
     settings = config.from_env({"SPENDMETER_BUDGET_USD": "5"}).budget
     assert settings is not None
-    processor = BudgetSpanProcessor.from_settings(settings, meter_provider=meter_provider)
+    processor = BudgetSpanProcessor.from_settings(settings, meter_provider=providers.meter_provider)
     try:
         assert processor.thresholds == (0.5, 0.8, 1.0)
         assert not processor.raise_on_budget
         assert processor.window is None
         assert processor.scope is None
         assert processor.name == "default"
-        assert gauge(reader, "spendmeter.budget.limit") == {labels(name="default"): 5.0}
+        assert gauge(providers, "spendmeter.budget.limit") == {labels(name="default"): 5.0}
     finally:
         processor.shutdown()
 
@@ -240,15 +216,15 @@ def test_reset_forgets_spend_history_and_alerts(make: Any, recorder: Recorder) -
 
 
 def test_each_threshold_fires_once_with_callback_log_and_gauges(
-    make: Any, recorder: Recorder, reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
+    make: Any, recorder: Recorder, providers: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     processor = make(1.0, name="team-a")
     caplog.set_level(logging.WARNING, logger="spendmeter")
 
     call(processor, 0.25)
     assert recorder.thresholds == []
-    assert gauge(reader, "spendmeter.budget.spent") == {labels(name="team-a"): 0.25}
-    assert gauge(reader, "spendmeter.budget.limit") == {labels(name="team-a"): 1.0}
+    assert gauge(providers, "spendmeter.budget.spent") == {labels(name="team-a"): 0.25}
+    assert gauge(providers, "spendmeter.budget.limit") == {labels(name="team-a"): 1.0}
 
     call(processor, 0.25)  # 50%
     call(processor, 0.125)
@@ -263,7 +239,7 @@ def test_each_threshold_fires_once_with_callback_log_and_gauges(
     assert recorder.thresholds == [0.5, 0.8, 1.0]
     assert recorder.exceeded == 1
     assert processor.budget_exceeded
-    assert gauge(reader, "spendmeter.budget.spent") == {labels(name="team-a"): 1.25}
+    assert gauge(providers, "spendmeter.budget.spent") == {labels(name="team-a"): 1.25}
 
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("spendmeter")]
     assert len(warnings) == 4
@@ -314,17 +290,16 @@ def test_a_zero_budget_is_passed_by_the_first_priced_call_only(
     assert recorder.exceeded == 1
 
 
-def test_a_threshold_crossing_adds_an_event_to_the_current_span(make: Any) -> None:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+def test_a_threshold_crossing_adds_an_event_to_the_current_span(
+    make: Any, providers: Telemetry
+) -> None:
     processor = make(1.0, name="ops", thresholds=(0.5,))
-    tracer = tracer_provider.get_tracer("test")
+    tracer = providers.tracer_provider.get_tracer("test")
 
     with tracer.start_as_current_span("chat gpt-4o-mini"):
         call(processor, 0.5)
 
-    (span,) = exporter.get_finished_spans()
+    span = providers.span()
     (event,) = span.events
     assert event.name == "spendmeter.budget.threshold"
     assert dict(event.attributes or {}) == {
@@ -333,7 +308,6 @@ def test_a_threshold_crossing_adds_an_event_to_the_current_span(make: Any) -> No
         "spendmeter.budget.spent": 0.5,
         "spendmeter.budget.limit": 1.0,
     }
-    tracer_provider.shutdown()
 
 
 def test_a_callback_that_raises_is_logged_and_swallowed(
@@ -484,7 +458,7 @@ def test_a_late_clock_reading_never_moves_the_window_back(make: Any) -> None:
 
 
 def test_each_scope_value_has_its_own_budget(
-    make: Any, recorder: Recorder, reader: InMemoryMetricReader
+    make: Any, recorder: Recorder, providers: Telemetry
 ) -> None:
     processor = make(1.0, scope="user.id", raise_on_budget=True, thresholds=(0.5,))
     call(processor, 0.75, **{"user.id": "alice"})
@@ -507,7 +481,7 @@ def test_each_scope_value_has_its_own_budget(
     assert processor.budget_exceeded
     assert recorder.thresholds == [0.5, 0.5]  # alice and bob, once each
     assert recorder.exceeded == 1
-    assert gauge(reader, "spendmeter.budget.spent") == {
+    assert gauge(providers, "spendmeter.budget.spent") == {
         labels(name="default"): 0.25,
         labels(name="default", scope="alice"): 1.25,
         labels(name="default", scope="bob"): 0.75,
@@ -651,13 +625,10 @@ async def test_five_hundred_tasks_racing_past_a_raising_budget(
 # --- life with a TracerProvider -------------------------------------------------------------
 
 
-def test_processors_after_the_budget_still_get_every_span(make: Any) -> None:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
+def test_processors_after_the_budget_still_get_every_span(make: Any, make_telemetry: Any) -> None:
     processor = make(0.5, raise_on_budget=True)
-    tracer_provider.add_span_processor(processor)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = tracer_provider.get_tracer("test")
+    telemetry = make_telemetry(first=lambda _: processor)  # the exporter comes after it
+    tracer = telemetry.tracer_provider.get_tracer("test")
 
     with tracer.start_as_current_span("chat gpt-4o-mini"):
         call(processor, 0.25)
@@ -666,37 +637,34 @@ def test_processors_after_the_budget_still_get_every_span(make: Any) -> None:
     with pytest.raises(BudgetExceededError), tracer.start_as_current_span("chat gpt-4o-mini"):
         call(processor, 0.5)  # refused
 
-    assert len(exporter.get_finished_spans()) == 3
-    tracer_provider.shutdown()
+    assert len(telemetry.spans()) == 3
 
 
 def test_shutting_down_the_tracer_provider_detaches_the_budget(
-    make: Any, reader: InMemoryMetricReader
+    make: Any, providers: Telemetry
 ) -> None:
     processor = make(1.0, name="gone")
-    tracer_provider = TracerProvider()
+    tracer_provider = providers.tracer_provider
     tracer_provider.add_span_processor(processor)
     assert _listeners.budgets_of(tracer_provider) == (processor,)
 
     tracer_provider.shutdown()
 
     assert _listeners.budgets_of(tracer_provider) == ()
-    assert labels(name="gone") not in gauge(reader, "spendmeter.budget.spent")
+    assert labels(name="gone") not in gauge(providers, "spendmeter.budget.spent")
 
 
-def test_two_budgets_on_one_meter_provider_both_report(
-    make: Any, reader: InMemoryMetricReader
-) -> None:
+def test_two_budgets_on_one_meter_provider_both_report(make: Any, providers: Telemetry) -> None:
     daily = make(1.0, name="daily", window="day")
     monthly = make(20.0, name="monthly", window="month")
     call(daily, 0.25)
     call(monthly, 0.5)
 
-    assert gauge(reader, "spendmeter.budget.spent") == {
+    assert gauge(providers, "spendmeter.budget.spent") == {
         labels(name="daily"): 0.25,
         labels(name="monthly"): 0.5,
     }
-    assert gauge(reader, "spendmeter.budget.limit") == {
+    assert gauge(providers, "spendmeter.budget.limit") == {
         labels(name="daily"): 1.0,
         labels(name="monthly"): 20.0,
     }

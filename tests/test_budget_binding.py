@@ -7,10 +7,9 @@ from typing import Any
 import litellm
 import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.sdk.trace import TracerProvider
 
-from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
-from tests._support import MESSAGES, FakeProvider
+from spendmeter import BudgetExceededError, BudgetSpanProcessor
+from tests._support import MESSAGES, FakeProvider, Telemetry
 
 FAKE_MODEL = "fakellm/fake-model"
 PRICES = {FAKE_MODEL: {"input_cost_per_token": 1e-3, "output_cost_per_token": 2e-3}}
@@ -19,22 +18,6 @@ ONE_CALL = 12 * 1e-3 + 7 * 2e-3  # the fake provider's usage at PRICES
 
 def ask() -> Any:
     return litellm.completion(model=FAKE_MODEL, messages=MESSAGES)
-
-
-@pytest.fixture
-def instrumented() -> Any:
-    """``instrumented(provider)``: LiteLLM instrumented with that tracer provider."""
-    instrumentor = LiteLLMInstrumentor()
-
-    def _instrument(provider: TracerProvider) -> LiteLLMInstrumentor:
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
-        instrumentor.instrument(tracer_provider=provider, pricing=PRICES)
-        return instrumentor
-
-    yield _instrument
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
 
 
 def exceeded_budget() -> BudgetSpanProcessor:
@@ -46,10 +29,10 @@ def exceeded_budget() -> BudgetSpanProcessor:
 
 
 def test_a_budget_never_added_to_a_provider_governs_nothing(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, fake_provider: FakeProvider
 ) -> None:
     stray = exceeded_budget()
-    instrumented(TracerProvider())
+    instrument(pricing=PRICES)
 
     ask()
 
@@ -58,17 +41,17 @@ def test_a_budget_never_added_to_a_provider_governs_nothing(
 
 
 def test_a_budget_counts_only_its_own_providers_calls(
-    instrumented: Any, fake_provider: FakeProvider
+    make_telemetry: Any, instrument: Any, fake_provider: FakeProvider
 ) -> None:
-    on_a, on_b = TracerProvider(), TracerProvider()
+    on_a, on_b = make_telemetry(), make_telemetry()
     budget_a, budget_b = BudgetSpanProcessor(1.0), BudgetSpanProcessor(1.0)
-    on_a.add_span_processor(budget_a)
-    on_b.add_span_processor(budget_b)
+    on_a.tracer_provider.add_span_processor(budget_a)
+    on_b.tracer_provider.add_span_processor(budget_b)
 
-    instrumented(on_a)
+    instrument(on_a, pricing=PRICES)
     ask()
     ask()
-    instrumented(on_b)
+    instrument(on_b, pricing=PRICES)
     ask()
 
     assert budget_a.request_count == 2
@@ -78,29 +61,27 @@ def test_a_budget_counts_only_its_own_providers_calls(
 
 
 def test_uninstrument_detaches_an_exceeded_budget(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(exceeded_budget())
-    instrumented(provider)
+    providers.tracer_provider.add_span_processor(exceeded_budget())
+    instrument(pricing=PRICES)
     with pytest.raises(BudgetExceededError):
         ask()
 
-    instrumented(provider)  # uninstrument, then a fresh instrument
+    instrument(pricing=PRICES)  # uninstrument, then a fresh instrument
     ask()
 
     assert fake_provider.requests == 1
 
 
 def test_shutting_down_the_provider_detaches_its_budget(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
-    provider = TracerProvider()
     budget = exceeded_budget()
-    provider.add_span_processor(budget)
-    instrumented(provider)
+    providers.tracer_provider.add_span_processor(budget)
+    instrument(pricing=PRICES)
 
-    provider.shutdown()
+    providers.tracer_provider.shutdown()
     ask()
 
     assert fake_provider.requests == 1
@@ -108,12 +89,11 @@ def test_shutting_down_the_provider_detaches_its_budget(
 
 
 def test_suppressed_calls_are_still_counted_and_capped(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
-    provider = TracerProvider()
     budget = BudgetSpanProcessor(1.5 * ONE_CALL, raise_on_budget=True, thresholds=(1.0,))
-    provider.add_span_processor(budget)
-    instrumented(provider)
+    providers.tracer_provider.add_span_processor(budget)
+    instrument(pricing=PRICES)
 
     with suppress_instrumentation():
         ask()
@@ -129,12 +109,11 @@ def test_suppressed_calls_are_still_counted_and_capped(
 
 
 async def test_an_async_call_is_counted_by_its_providers_budget(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
-    provider = TracerProvider()
     budget = BudgetSpanProcessor(1.0)
-    provider.add_span_processor(budget)
-    instrumented(provider)
+    providers.tracer_provider.add_span_processor(budget)
+    instrument(pricing=PRICES)
 
     await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
 

@@ -14,21 +14,17 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import litellm
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 
-from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
 from tests._support import MESSAGES, FakeProvider, Telemetry
@@ -98,40 +94,28 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def budgeted(recorder: Recorder) -> Iterator[Any]:
+def budgeted(make_telemetry: Any, instrument: Any, recorder: Recorder) -> Any:
     """``budgeted(budget, sampler=..., **processor_options)``: an instrumented LiteLLM whose
     tracer provider holds the budget processor first and an in-memory exporter after it."""
-    made: list[tuple[LiteLLMInstrumentor, Telemetry]] = []
 
     def _budgeted(
         budget: float, *, sampler: Any = None, **options: Any
     ) -> tuple[BudgetSpanProcessor, Telemetry]:
-        reader = InMemoryMetricReader()
-        meter_provider = MeterProvider(metric_readers=[reader])
-        tracer_provider = TracerProvider(sampler=sampler)  # None: the SDK default
-        processor = BudgetSpanProcessor(
-            budget,
-            on_threshold=recorder.on_threshold,
-            on_budget_exceeded=recorder.on_budget_exceeded,
-            meter_provider=meter_provider,
-            **options,
-        )
-        tracer_provider.add_span_processor(processor)
-        exporter = InMemorySpanExporter()
-        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        instrumentor = LiteLLMInstrumentor()
-        instrumentor.instrument(
-            tracer_provider=tracer_provider, meter_provider=meter_provider, pricing=FAKE_PRICES
-        )
-        telemetry = Telemetry(exporter, reader, tracer_provider, meter_provider)
-        made.append((instrumentor, telemetry))
-        return processor, telemetry
+        def budget_first(meter_provider: Any) -> BudgetSpanProcessor:
+            return BudgetSpanProcessor(
+                budget,
+                on_threshold=recorder.on_threshold,
+                on_budget_exceeded=recorder.on_budget_exceeded,
+                meter_provider=meter_provider,
+                **options,
+            )
 
-    yield _budgeted
-    for instrumentor, telemetry in made:
-        instrumentor.uninstrument()
-        telemetry.tracer_provider.shutdown()  # shuts the budget down: it stops listening
-        telemetry.meter_provider.shutdown()
+        # Shut down after the test, which shuts the budget down: it stops listening.
+        telemetry: Telemetry = make_telemetry(sampler=sampler, first=budget_first)
+        instrument(telemetry, pricing=FAKE_PRICES)
+        return telemetry.budget, telemetry
+
+    return _budgeted
 
 
 # --- spend is counted for every call ------------------------------------------------------

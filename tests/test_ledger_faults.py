@@ -9,19 +9,14 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import litellm
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter._redis_ledger import RETRY_AFTER
-from tests._support import MESSAGES, FakeProvider
+from tests._support import MESSAGES, FakeProvider, Telemetry
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -36,26 +31,9 @@ LEDGER_LOGGER = "spendmeter._redis_ledger"
 class App:
     """An instrumented app whose budget lives on the test's Redis."""
 
-    def __init__(self, url: str, policy: str, budget: float) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.meter_provider = MeterProvider()
-        self.budget = BudgetSpanProcessor(
-            budget,
-            ledger=url,
-            raise_on_budget=True,
-            on_ledger_error=policy,
-            ledger_timeout=TIMEOUT,
-            meter_provider=self.meter_provider,
-        )
-        self.tracer_provider.add_span_processor(self.budget)
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.instrumentor = LiteLLMInstrumentor()
-        self.instrumentor.instrument(
-            tracer_provider=self.tracer_provider,
-            meter_provider=self.meter_provider,
-            pricing=FAKE_PRICES,
-        )
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self.budget = telemetry.budget
 
     def ask(self) -> float:
         """One call; how long it took."""
@@ -63,23 +41,28 @@ class App:
         litellm.completion(model=FAKE_MODEL, messages=MESSAGES)
         return time.monotonic() - started
 
-    def close(self) -> None:
-        self.instrumentor.uninstrument()
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
-
 
 @pytest.fixture
-def app(redis_server: RedisServer, fake_provider: FakeProvider) -> Iterator[Any]:
-    made: list[App] = []
+def app(
+    redis_server: RedisServer, fake_provider: FakeProvider, make_telemetry: Any, instrument: Any
+) -> Any:
+    """``app(policy, budget, url)``: LiteLLM instrumented with a budget on ``url`` (the test's
+    Redis by default) ahead of the in-memory exporter."""
 
     def build(policy: str = "open", budget: float = 100.0, url: str | None = None) -> App:
-        made.append(App(url or redis_server.url, policy, budget))
-        return made[-1]
+        def budget_first(meter_provider: Any) -> BudgetSpanProcessor:
+            return BudgetSpanProcessor(
+                budget,
+                ledger=url or redis_server.url,
+                raise_on_budget=True,
+                on_ledger_error=policy,
+                ledger_timeout=TIMEOUT,
+                meter_provider=meter_provider,
+            )
 
-    yield build
-    for one in made:
-        one.close()
+        return App(instrument(make_telemetry(first=budget_first), pricing=FAKE_PRICES))
+
+    return build
 
 
 def fleet_total(redis_server: RedisServer) -> float:
@@ -233,7 +216,7 @@ def test_a_password_never_reaches_logs_errors_or_spans(
     assert f"redis://:***@127.0.0.1:{redis_server.port}/0" in str(refused.value)
     assert "hunter2" not in caplog.text
     assert ledger_warnings(caplog)
-    for span in shop.exporter.get_finished_spans():
+    for span in shop.telemetry.spans():
         assert "hunter2" not in str(span.status.description)
         assert "hunter2" not in str(dict(span.attributes or {}))
 

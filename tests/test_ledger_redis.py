@@ -15,6 +15,7 @@ import pytest
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor, config
 from spendmeter._redis_ledger import HOLD_TTL, KEEP_PAST_END
 from spendmeter.config import ConfigError
+from tests._support import Telemetry
 from tests.redis_server import RedisServer
 
 CHAT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"}
@@ -350,26 +351,13 @@ def test_reset_clears_the_shared_window_and_nobody_hands_its_spend_back(shared: 
 
 
 @integration
-def test_the_gauges_report_the_fleets_spend(shared: Any) -> None:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    watched = shared(2.0, name="fleet", meter_provider=meter_provider)
+def test_the_gauges_report_the_fleets_spend(shared: Any, providers: Telemetry) -> None:
+    watched = shared(2.0, name="fleet", meter_provider=providers.meter_provider)
     call(shared(2.0, name="fleet"), 0.75)  # another process's call
 
-    data = reader.get_metrics_data()
-    points = {
-        metric.name: [point.value for point in metric.data.data_points]
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
-    assert points["spendmeter.budget.spent"] == [0.75]
-    assert points["spendmeter.budget.limit"] == [2.0]
+    assert [point.value for point in providers.points("spendmeter.budget.spent")] == [0.75]
+    assert [point.value for point in providers.points("spendmeter.budget.limit")] == [2.0]
     assert watched.total_cost == 0.75
-    meter_provider.shutdown()
 
 
 # --- bad input ------------------------------------------------------------------------------
@@ -430,15 +418,14 @@ def test_without_redis_py_the_error_says_what_to_install(monkeypatch: pytest.Mon
     ],
 )
 def test_a_bad_ledger_variable_fails_instrument_naming_it(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv("SPENDMETER_BUDGET_USD", "1")
     monkeypatch.setenv(variable, value)
-    instrumentor = LiteLLMInstrumentor()
     with pytest.raises(ConfigError, match=variable) as refused:
-        instrumentor.instrument()
+        instrument()
     assert "hunter2" not in str(refused.value)
-    assert not instrumentor.is_instrumented_by_opentelemetry
+    assert not LiteLLMInstrumentor().is_instrumented_by_opentelemetry
 
 
 def test_the_ledger_variables_reach_the_processor() -> None:
