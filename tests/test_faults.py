@@ -22,11 +22,9 @@ from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import GenericStreamingChunk, Usage
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor, config
@@ -101,61 +99,44 @@ def _hang_up(server: socket.socket) -> int:
 
 
 def test_a_dead_or_hanging_collector_never_blocks_or_fails_a_call(
-    dead_collector: tuple[str, socket.socket | None],
+    dead_collector: tuple[str, socket.socket | None], make_telemetry: Any, instrument: Any
 ) -> None:
     endpoint, server = dead_collector
     span_exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S)
     metric_exporter = OTLPMetricExporter(
         endpoint=f"{endpoint}/v1/metrics", timeout=EXPORT_TIMEOUT_S
     )
-    kept = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
     # Exports start while the calls run: every few spans, and every few milliseconds.
-    tracer_provider.add_span_processor(
-        BatchSpanProcessor(span_exporter, schedule_delay_millis=10, max_export_batch_size=5)
+    telemetry = make_telemetry(
+        first=lambda _: BatchSpanProcessor(
+            span_exporter, schedule_delay_millis=10, max_export_batch_size=5
+        ),
+        readers=[PeriodicExportingMetricReader(metric_exporter, export_interval_millis=10)],
     )
-    tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(
-        metric_readers=[
-            PeriodicExportingMetricReader(metric_exporter, export_interval_millis=10),
-            reader,
-        ]
-    )
-    budget = BudgetSpanProcessor(1_000.0, meter_provider=meter_provider)
-    tracer_provider.add_span_processor(budget)
-    instrumentor = LiteLLMInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    budget = BudgetSpanProcessor(1_000.0, meter_provider=telemetry.meter_provider)
+    telemetry.tracer_provider.add_span_processor(budget)
+    instrument(telemetry)
     try:
         started = time.monotonic()
         responses = [chat() for _ in range(100)]
         elapsed = time.monotonic() - started
     finally:
-        instrumentor.uninstrument()
+        LiteLLMInstrumentor().uninstrument()
         # Shut the exporters first: they stop retrying, so the providers shut down at once.
         span_exporter.shutdown()
         metric_exporter.shutdown()
         # Hang up on the exporters still waiting for an answer, so that they give up now.
         hung_up = _hang_up(server) if server is not None else None
         budget.shutdown()
-        tracer_provider.shutdown()
+        telemetry.tracer_provider.shutdown()
 
     assert elapsed < EXPORT_TIMEOUT_S / 2
     if server is not None:
         assert hung_up, "no exporter ever connected: the test proved nothing"
     assert [response.choices[0].message.content for response in responses] == [ANSWER] * 100
-    assert len(kept.get_finished_spans()) == 100
+    assert len(telemetry.spans()) == 100
     assert budget.request_count == 100
-    points = [
-        point
-        for resource in reader.get_metrics_data().resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == sc.METRIC_OPERATION_DURATION
-        for point in metric.data.data_points
-    ]
-    assert sum(point.count for point in points) == 100
-    meter_provider.shutdown()
+    assert duration_count(telemetry) == 100
 
 
 # --- threads and tasks ------------------------------------------------------------------------
@@ -634,22 +615,17 @@ BAD_PRICING = {
 
 @pytest.mark.parametrize("case", list(BAD_PRICING))
 def test_bad_pricing_is_an_error_at_start_up_naming_the_problem(
-    providers: Telemetry, tmp_path: Path, case: str
+    instrument: Any, tmp_path: Path, case: str
 ) -> None:
     make, named = BAD_PRICING[case]
     original = litellm.completion
-    instrumentor = LiteLLMInstrumentor()
 
     with pytest.raises(PricingConfigError) as error:
-        instrumentor.instrument(
-            tracer_provider=providers.tracer_provider,
-            meter_provider=providers.meter_provider,
-            pricing=make(tmp_path),
-        )
+        instrument(pricing=make(tmp_path))
 
     assert all(part in str(error.value) for part in named), str(error.value)
     assert litellm.completion is original
-    assert not instrumentor.is_instrumented_by_opentelemetry
+    assert not LiteLLMInstrumentor().is_instrumented_by_opentelemetry
 
 
 BAD_ENV = {
@@ -664,7 +640,7 @@ BAD_ENV = {
 @pytest.mark.parametrize("with_budget", [True, False], ids=["with a budget", "without one"])
 @pytest.mark.parametrize(("variable", "value"), list(BAD_ENV.items()))
 def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
-    providers: Telemetry,
+    instrument: Any,
     monkeypatch: pytest.MonkeyPatch,
     variable: str,
     value: str,
@@ -674,12 +650,9 @@ def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
         monkeypatch.setenv("SPENDMETER_BUDGET_USD", "10")
     monkeypatch.setenv(variable, value)
     original = litellm.completion
-    instrumentor = LiteLLMInstrumentor()
 
     with pytest.raises(ConfigError) as error:
-        instrumentor.instrument(
-            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
-        )
+        instrument()
 
     assert variable in str(error.value)
     assert repr(value) in str(error.value)
@@ -688,7 +661,7 @@ def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
 
 @pytest.mark.parametrize("variable", config.BUDGET_COMPANIONS)
 def test_a_budget_companion_without_a_budget_is_an_error_naming_both(
-    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, variable: str
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
     valid = {
         "SPENDMETER_BUDGET_ACTION": "raise",
@@ -703,9 +676,7 @@ def test_a_budget_companion_without_a_budget_is_an_error_naming_both(
     original = litellm.completion
 
     with pytest.raises(ConfigError) as error:
-        LiteLLMInstrumentor().instrument(
-            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
-        )
+        instrument()
 
     assert f"{variable} is set but SPENDMETER_BUDGET_USD is not" in str(error.value)
     assert error.value.name == variable
@@ -713,15 +684,13 @@ def test_a_budget_companion_without_a_budget_is_an_error_naming_both(
 
 
 def test_a_missing_pricing_file_in_the_environment_is_an_error_naming_it(
-    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SPENDMETER_PRICING_FILE", str(tmp_path / "gone.json"))
     original = litellm.completion
 
     with pytest.raises(PricingConfigError, match=r"gone\.json.*not found"):
-        LiteLLMInstrumentor().instrument(
-            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
-        )
+        instrument()
 
     assert litellm.completion is original
 

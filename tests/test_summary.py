@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -30,6 +29,7 @@ from spendmeter.summary import (
     render_summary,
     spend_totals,
 )
+from tests._support import Telemetry
 
 
 def record_call(
@@ -83,22 +83,26 @@ def observe_budgets(meter: Meter, budgets: dict[str, tuple[float, float]]) -> No
 
 @dataclass
 class Run:
+    telemetry: Telemetry
     reader: SpendSummaryReader
-    provider: MeterProvider
     out: io.StringIO
-    in_memory: InMemoryMetricReader
     meter: Meter
     instruments: Instruments
+
+    @property
+    def provider(self) -> MeterProvider:
+        return self.telemetry.meter_provider
 
 
 @pytest.fixture
 def run() -> Run:
+    """A summary reader beside the in-memory one; each test shuts the provider down itself,
+    when the summary is to print."""
     out = io.StringIO()
     reader = SpendSummaryReader(out=out)
-    in_memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader, in_memory], shutdown_on_exit=False)
-    meter = provider.get_meter("spendmeter")
-    return Run(reader, provider, out, in_memory, meter, create_instruments(meter))
+    telemetry = Telemetry.build(readers=[reader], shutdown_on_exit=False)
+    meter = telemetry.meter_provider.get_meter("spendmeter")
+    return Run(telemetry, reader, out, meter, create_instruments(meter))
 
 
 def record_mixed_run(run: Run) -> None:
@@ -156,7 +160,7 @@ def test_prints_the_summary_table_at_shutdown(run: Run) -> None:
 def test_spend_totals_reads_the_sdk_metrics_data(run: Run) -> None:
     record_mixed_run(run)
 
-    totals = spend_totals(run.in_memory.get_metrics_data())
+    totals = spend_totals(run.telemetry.reader.get_metrics_data())
 
     by_model = {model.model: model for model in totals.models}
     assert set(by_model) == {
