@@ -6,6 +6,7 @@ subprocess apps of the suite (``python -m tests.<app>``) import it too."""
 from __future__ import annotations
 
 import os
+import threading
 
 # LiteLLM reads this at import: price map from the installed package, never from the network.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -110,19 +111,22 @@ class Telemetry:
 
 @dataclass
 class FakeProvider(CustomLLM):
-    """A LiteLLM provider that answers from memory and counts what reaches it."""
+    """A LiteLLM provider that answers from memory and counts what reaches it, from any number
+    of threads."""
 
     model: str = "fake-model"
     usage: dict[str, Any] | None = field(
         default_factory=lambda: {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
     )
     requests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__init__()
 
     def _response(self) -> ModelResponse:
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         body: dict[str, Any] = {
             "id": "fake-response-1",
             "model": self.model,

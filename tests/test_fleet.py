@@ -22,7 +22,7 @@ from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
-WORKER = Path(__file__).with_name("fleet_worker.py")
+ROOT = Path(__file__).resolve().parents[1]
 PROCESSES, THREADS = 4, 8
 BUDGET, CALL_COST = 0.5, 2**-6
 CAP = int(BUDGET / CALL_COST)  # 32 calls
@@ -31,7 +31,8 @@ CAP = int(BUDGET / CALL_COST)  # 32 calls
 class Worker:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER)],
+            [sys.executable, "-m", "tests.fleet_worker"],
+            cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
