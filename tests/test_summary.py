@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from spendmeter import SpendSummaryReader, _lifecycle
@@ -238,9 +237,9 @@ class BrokenStream(io.StringIO):
 
 
 def test_a_broken_stream_does_not_raise(caplog: pytest.LogCaptureFixture) -> None:
-    provider = MeterProvider(
-        metric_readers=[SpendSummaryReader(out=BrokenStream())], shutdown_on_exit=False
-    )
+    provider = Telemetry.build(
+        readers=[SpendSummaryReader(out=BrokenStream())], shutdown_on_exit=False
+    ).meter_provider
     record_call(create_instruments(provider.get_meter("spendmeter")), "m", "openai", cost=0.1)
 
     with caplog.at_level(logging.WARNING, logger="spendmeter.summary"):
@@ -250,7 +249,9 @@ def test_a_broken_stream_does_not_raise(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_writes_to_stderr_by_default(capsys: pytest.CaptureFixture[str]) -> None:
-    provider = MeterProvider(metric_readers=[SpendSummaryReader()], shutdown_on_exit=False)
+    provider = Telemetry.build(
+        readers=[SpendSummaryReader()], shutdown_on_exit=False
+    ).meter_provider
     record_call(create_instruments(provider.get_meter("spendmeter")), "m", "openai", cost=0.25)
 
     provider.shutdown()
@@ -384,15 +385,14 @@ def test_spans_are_flushed_before_the_summary_prints() -> None:
             out.write("spans exported\n")
             return SpanExportResult.SUCCESS
 
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(
-        BatchSpanProcessor(Recorder(), schedule_delay_millis=600_000)
+    telemetry = Telemetry.build(
+        first=lambda _: BatchSpanProcessor(Recorder(), schedule_delay_millis=600_000),
+        readers=[SpendSummaryReader(out=out)],
     )
-    _lifecycle.track_tracer_provider(tracer_provider)
-    meter_provider = MeterProvider(metric_readers=[SpendSummaryReader(out=out)])
-    tracer_provider.get_tracer("test").start_span("call").end()
+    _lifecycle.track_tracer_provider(telemetry.tracer_provider)
+    telemetry.tracer_provider.get_tracer("test").start_span("call").end()
 
-    meter_provider.shutdown()  # first, as at exit under opentelemetry-instrument
-    tracer_provider.shutdown()
+    telemetry.meter_provider.shutdown()  # first, as at exit under opentelemetry-instrument
+    telemetry.tracer_provider.shutdown()
 
     assert out.getvalue().splitlines() == ["spans exported", EMPTY_SUMMARY]
