@@ -6,14 +6,16 @@ subprocess apps of the suite (``python -m tests.<app>``) import it too."""
 from __future__ import annotations
 
 import os
-import threading
 
 # LiteLLM reads this at import: price map from the installed package, never from the network.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import count
 from typing import Any
 
 import litellm
@@ -25,7 +27,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 
-from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import semconv as sc
 
 MESSAGES = [{"role": "user", "content": "How much does this cost?"}]
 
@@ -109,15 +112,20 @@ class Telemetry:
         return sum(p.sum if hasattr(p, "sum") else p.value for p in self.points(name))
 
 
+# --- a fake provider (the ``fake_provider`` fixture routes ``fakellm/...`` to one) -----------
+
+FAKE_MODEL = "fakellm/fake-model"
+FAKE_USAGE = {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+FAKE_PRICES = {FAKE_MODEL: {"input_cost_per_token": 1e-3, "output_cost_per_token": 2e-3}}
+
+
 @dataclass
 class FakeProvider(CustomLLM):
     """A LiteLLM provider that answers from memory and counts what reaches it, from any number
     of threads."""
 
     model: str = "fake-model"
-    usage: dict[str, Any] | None = field(
-        default_factory=lambda: {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
-    )
+    usage: dict[str, Any] | None = field(default_factory=lambda: dict(FAKE_USAGE))
     requests: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -159,3 +167,100 @@ def registered_provider(name: str, handler: CustomLLM) -> Iterator[None]:
         yield
     finally:
         litellm.custom_provider_map = saved
+
+
+def fake_call_cost(
+    prices: Mapping[str, Mapping[str, float]] = FAKE_PRICES,
+    usage: Mapping[str, int] | None = FAKE_USAGE,
+) -> float:
+    """What one call to a ``FakeProvider`` answering with ``usage`` costs at ``prices``."""
+    assert usage is not None
+    rates = prices[FAKE_MODEL]
+    return (
+        usage["prompt_tokens"] * rates["input_cost_per_token"]
+        + usage["completion_tokens"] * rates["output_cost_per_token"]
+    )
+
+
+def ask_fake(**kwargs: Any) -> Any:
+    """One chat call to the fake provider."""
+    return litellm.completion(model=FAKE_MODEL, messages=MESSAGES, **kwargs)
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+class Clock:
+    """A budget's clock that reads ``now`` until a test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Alerts:
+    """A budget's callbacks (or a fleet's, several processors sharing one), as they were
+    called: each threshold with the spend then, and the spend each time the budget was
+    exceeded."""
+
+    def __init__(self) -> None:
+        self.thresholds: list[tuple[float, float]] = []
+        self.exceeded: list[float] = []
+        self._lock = threading.Lock()
+
+    @property
+    def fractions(self) -> list[float]:
+        """The thresholds crossed, in the order they were announced."""
+        return [fraction for fraction, _ in self.thresholds]
+
+    def on_threshold(self, fraction: float, processor: BudgetSpanProcessor) -> None:
+        with self._lock:
+            self.thresholds.append((fraction, processor.total_cost))
+
+    def on_budget_exceeded(self, processor: BudgetSpanProcessor) -> None:
+        with self._lock:
+            self.exceeded.append(processor.total_cost)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.thresholds.clear()
+            self.exceeded.clear()
+
+
+@dataclass
+class Request:
+    """What the call path hands a budget: an id unique per call, and its worst case."""
+
+    call_id: str
+    worst_case: float | None = None
+
+    def max_cost(self) -> float | None:
+        return self.worst_case
+
+    async def amax_cost(self) -> float | None:
+        return self.worst_case
+
+
+_call_ids = count(1)
+
+
+def request(worst_case: float | None = None) -> Request:
+    """A ``Request`` with an id no other call of the run has."""
+    return Request(f"test-call-{next(_call_ids)}", worst_case)
+
+
+def exceeded_budget(telemetry: Telemetry | None = None) -> BudgetSpanProcessor:
+    """A raising budget already past its cap by a call fed to it by hand; on ``telemetry``'s
+    tracer provider, if given."""
+    budget = BudgetSpanProcessor(0.0, raise_on_budget=True, thresholds=(1.0,))
+    try:
+        budget.after_call({sc.GEN_AI_REQUEST_MODEL: "earlier"}, 0.01, None)
+    except BudgetExceededError:
+        assert budget.budget_exceeded
+    else:
+        raise AssertionError("a call past a raising budget did not raise")
+    if telemetry is not None:
+        telemetry.tracer_provider.add_span_processor(budget)
+    return budget

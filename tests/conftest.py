@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from spendmeter import LiteLLMInstrumentor
-from tests._support import FakeProvider, Telemetry, registered_provider
+from tests._support import Alerts, FakeProvider, Telemetry, registered_provider
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +70,12 @@ def fake_provider() -> Iterator[FakeProvider]:
     provider = FakeProvider()
     with registered_provider("fakellm", provider):
         yield provider
+
+
+@pytest.fixture
+def alerts() -> Alerts:
+    """Wire a budget's ``on_threshold`` and ``on_budget_exceeded`` to it."""
+    return Alerts()
 
 
 @pytest.fixture

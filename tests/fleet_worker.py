@@ -26,7 +26,7 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 import litellm
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor
-from tests._support import FakeProvider, Telemetry, registered_provider
+from tests._support import Alerts, FakeProvider, Telemetry, registered_provider
 
 MODEL = "fleetllm/fake-model"
 # One prompt and one completion token at 2**-7 each: a call costs $1/64, exactly.
@@ -44,14 +44,7 @@ class Fleet:
         self.telemetry = Telemetry.build().instrument(pricing=PRICES)
         self.now = datetime.now().astimezone()
         self.budget: BudgetSpanProcessor | None = None
-        self.alerts: list[float] = []
-        self.exceeded = 0
-
-    def on_threshold(self, fraction: float, _: BudgetSpanProcessor) -> None:
-        self.alerts.append(fraction)
-
-    def on_budget_exceeded(self, _: BudgetSpanProcessor) -> None:
-        self.exceeded += 1
+        self.alerts = Alerts()
 
     def new_budget(self, command: dict[str, Any]) -> dict[str, Any]:
         if self.budget is not None:
@@ -65,8 +58,8 @@ class Fleet:
             reserve=command.get("reserve", False),
             window=command.get("window"),
             clock=lambda: self.now,
-            on_threshold=self.on_threshold,
-            on_budget_exceeded=self.on_budget_exceeded,
+            on_threshold=self.alerts.on_threshold,
+            on_budget_exceeded=self.alerts.on_budget_exceeded,
             meter_provider=self.telemetry.meter_provider,
         )
         self.telemetry.tracer_provider.add_span_processor(self.budget)
@@ -78,7 +71,8 @@ class Fleet:
         return {}
 
     def run(self, command: dict[str, Any]) -> dict[str, Any]:
-        self.provider.requests, self.alerts, self.exceeded = 0, [], 0
+        self.provider.requests = 0
+        self.alerts.clear()
         outcome = {"paid": 0, "crossing": 0, "refused": 0}
         lock = threading.Lock()
 
@@ -104,8 +98,8 @@ class Fleet:
         return {
             **outcome,
             "provider_calls": self.provider.requests,
-            "alerts": self.alerts,
-            "exceeded": self.exceeded,
+            "alerts": self.alerts.fractions,
+            "exceeded": len(self.alerts.exceeded),
         }
 
     def read(self, command: dict[str, Any]) -> dict[str, Any]:

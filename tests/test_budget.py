@@ -14,7 +14,7 @@ import pytest
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, _listeners, config
 from spendmeter.budget import HISTORY_SIZE
-from tests._support import Telemetry
+from tests._support import Alerts, Clock, Telemetry
 
 CHAT = {
     "gen_ai.operation.name": "chat",
@@ -36,45 +36,15 @@ def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Recorder:
-    """Collects callback invocations."""
-
-    def __init__(self) -> None:
-        self.thresholds: list[float] = []
-        self.exceeded = 0
-        self._lock = threading.Lock()
-
-    def on_threshold(self, fraction: float, processor: BudgetSpanProcessor) -> None:
-        with self._lock:
-            self.thresholds.append(fraction)
-
-    def on_budget_exceeded(self, processor: BudgetSpanProcessor) -> None:
-        with self._lock:
-            self.exceeded += 1
-
-
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def make(providers: Telemetry, recorder: Recorder) -> Iterator[Callable[..., BudgetSpanProcessor]]:
-    """Builds processors wired to the recorder; shuts them down so none outlives its test."""
+def make(providers: Telemetry, alerts: Alerts) -> Iterator[Callable[..., BudgetSpanProcessor]]:
+    """Builds processors wired to ``alerts``; shuts them down so none outlives its test."""
     made: list[BudgetSpanProcessor] = []
 
     def build(budget: float = 1.0, **kwargs: Any) -> BudgetSpanProcessor:
         kwargs.setdefault("meter_provider", providers.meter_provider)
-        kwargs.setdefault("on_threshold", recorder.on_threshold)
-        kwargs.setdefault("on_budget_exceeded", recorder.on_budget_exceeded)
+        kwargs.setdefault("on_threshold", alerts.on_threshold)
+        kwargs.setdefault("on_budget_exceeded", alerts.on_budget_exceeded)
         processor = BudgetSpanProcessor(budget, **kwargs)
         made.append(processor)
         return processor
@@ -196,7 +166,7 @@ def test_history_keeps_only_the_latest_calls(make: Any) -> None:
     assert processor.request_count == HISTORY_SIZE + 5
 
 
-def test_reset_forgets_spend_history_and_alerts(make: Any, recorder: Recorder) -> None:
+def test_reset_forgets_spend_history_and_alerts(make: Any, alerts: Alerts) -> None:
     processor = make(1.0, thresholds=(0.5,))
     call(processor, 2.0)
     processor.reset()
@@ -208,21 +178,21 @@ def test_reset_forgets_spend_history_and_alerts(make: Any, recorder: Recorder) -
     assert not processor.budget_exceeded
 
     call(processor, 2.0)
-    assert recorder.thresholds == [0.5, 0.5]
-    assert recorder.exceeded == 2
+    assert alerts.fractions == [0.5, 0.5]
+    assert len(alerts.exceeded) == 2
 
 
 # --- alerts ---------------------------------------------------------------------------------
 
 
 def test_each_threshold_fires_once_with_callback_log_and_gauges(
-    make: Any, recorder: Recorder, providers: Telemetry, caplog: pytest.LogCaptureFixture
+    make: Any, alerts: Alerts, providers: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     processor = make(1.0, name="team-a")
     caplog.set_level(logging.WARNING, logger="spendmeter")
 
     call(processor, 0.25)
-    assert recorder.thresholds == []
+    assert alerts.fractions == []
     assert gauge(providers, "spendmeter.budget.spent") == {labels(name="team-a"): 0.25}
     assert gauge(providers, "spendmeter.budget.limit") == {labels(name="team-a"): 1.0}
 
@@ -230,14 +200,14 @@ def test_each_threshold_fires_once_with_callback_log_and_gauges(
     call(processor, 0.125)
     call(processor, 0.25)  # 87.5%: passes 80%
     call(processor, 0.125)  # 100% reached, not passed
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 0
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert alerts.exceeded == []
     assert not processor.budget_exceeded
 
     call(processor, 0.125)  # passes the budget
     call(processor, 0.125)
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
     assert processor.budget_exceeded
     assert gauge(providers, "spendmeter.budget.spent") == {labels(name="team-a"): 1.25}
 
@@ -249,21 +219,21 @@ def test_each_threshold_fires_once_with_callback_log_and_gauges(
     assert "exceeds" in warnings[3]
 
 
-def test_several_thresholds_crossed_by_one_call_all_fire(make: Any, recorder: Recorder) -> None:
+def test_several_thresholds_crossed_by_one_call_all_fire(make: Any, alerts: Alerts) -> None:
     processor = make(1.0)
     call(processor, 2.0)
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
-def test_float_rounding_does_not_hide_or_fake_a_crossing(make: Any, recorder: Recorder) -> None:
+def test_float_rounding_does_not_hide_or_fake_a_crossing(make: Any, alerts: Alerts) -> None:
     processor = make(1.0, thresholds=(0.8, 1.0), raise_on_budget=True)
     for _ in range(8):
         call(processor, 0.1)  # 0.7999999999999999 in floats
-    assert recorder.thresholds == [0.8]
+    assert alerts.fractions == [0.8]
     call(processor, 0.1)
     call(processor, 0.1)  # 0.9999999999999999: the budget reached, not passed
-    assert recorder.thresholds == [0.8, 1.0]
+    assert alerts.fractions == [0.8, 1.0]
     assert not processor.budget_exceeded
     with pytest.raises(BudgetExceededError):
         call(processor, 0.1)
@@ -277,17 +247,15 @@ def test_spend_equal_to_the_budget_up_to_rounding_does_not_pass_it(make: Any) ->
     processor.before_call(CHAT)
 
 
-def test_a_zero_budget_is_passed_by_the_first_priced_call_only(
-    make: Any, recorder: Recorder
-) -> None:
+def test_a_zero_budget_is_passed_by_the_first_priced_call_only(make: Any, alerts: Alerts) -> None:
     processor = make(0.0)
     call(processor, None)
     call(processor, 0.0)  # a priced model that costs nothing
-    assert recorder.thresholds == []
-    assert recorder.exceeded == 0
+    assert alerts.fractions == []
+    assert alerts.exceeded == []
     call(processor, 0.001)
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
 def test_a_threshold_crossing_adds_an_event_to_the_current_span(
@@ -351,7 +319,7 @@ def test_a_callback_may_call_back_into_the_processor(make: Any) -> None:
 
 
 def test_raise_on_budget_raises_on_the_crossing_call_then_refuses(
-    make: Any, recorder: Recorder
+    make: Any, alerts: Alerts
 ) -> None:
     processor = make(1.0, raise_on_budget=True)
     call(processor, 0.75)
@@ -362,7 +330,7 @@ def test_raise_on_budget_raises_on_the_crossing_call_then_refuses(
     assert crossing.value.budget == 1.0
     assert crossing.value.total_cost == 1.5
     assert crossing.value.response is None  # the instrumentor attaches the paid-for response
-    assert recorder.exceeded == 1
+    assert len(alerts.exceeded) == 1
 
     for _ in range(3):
         with pytest.raises(BudgetExceededError) as refused:
@@ -371,15 +339,15 @@ def test_raise_on_budget_raises_on_the_crossing_call_then_refuses(
         assert refused.value.response is None
     assert processor.request_count == 3
     assert processor.total_cost == 1.5
-    assert recorder.exceeded == 1
+    assert len(alerts.exceeded) == 1
 
 
-def test_alert_mode_never_raises(make: Any, recorder: Recorder) -> None:
+def test_alert_mode_never_raises(make: Any, alerts: Alerts) -> None:
     processor = make(1.0)
     for _ in range(5):
         call(processor, 1.0)
     assert processor.total_cost == 5.0
-    assert recorder.exceeded == 1
+    assert len(alerts.exceeded) == 1
 
 
 def test_an_unpriced_call_is_refused_too_once_the_budget_is_passed(make: Any) -> None:
@@ -404,7 +372,7 @@ def test_an_unpriced_call_is_refused_too_once_the_budget_is_passed(make: Any) ->
 )
 def test_a_window_boundary_resets_spend_alerts_and_refusal(
     make: Any,
-    recorder: Recorder,
+    alerts: Alerts,
     window: str,
     start: datetime,
     same_window: datetime,
@@ -425,10 +393,10 @@ def test_a_window_boundary_resets_spend_alerts_and_refusal(
     assert processor.request_count == 0
     assert not processor.budget_exceeded
     call(processor, 0.5)  # allowed again
-    assert recorder.thresholds == [0.5, 0.5]
+    assert alerts.fractions == [0.5, 0.5]
     with pytest.raises(BudgetExceededError):
         call(processor, 0.75)
-    assert recorder.exceeded == 2
+    assert len(alerts.exceeded) == 2
     # history is a log of calls and spans windows
     assert [r.timestamp for r in processor.history] == [start, next_window, next_window]
 
@@ -458,7 +426,7 @@ def test_a_late_clock_reading_never_moves_the_window_back(make: Any) -> None:
 
 
 def test_each_scope_value_has_its_own_budget(
-    make: Any, recorder: Recorder, providers: Telemetry
+    make: Any, alerts: Alerts, providers: Telemetry
 ) -> None:
     processor = make(1.0, scope="user.id", raise_on_budget=True, thresholds=(0.5,))
     call(processor, 0.75, **{"user.id": "alice"})
@@ -479,8 +447,8 @@ def test_each_scope_value_has_its_own_budget(
     assert processor.total_cost == 2.25
     assert processor.request_count == 4
     assert processor.budget_exceeded
-    assert recorder.thresholds == [0.5, 0.5]  # alice and bob, once each
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.5]  # alice and bob, once each
+    assert len(alerts.exceeded) == 1
     assert gauge(providers, "spendmeter.budget.spent") == {
         labels(name="default"): 0.25,
         labels(name="default", scope="alice"): 1.25,
@@ -510,7 +478,7 @@ def eager_thread_switching() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("eager_thread_switching")
-def test_sixteen_threads_racing_in_alert_mode_count_exactly(make: Any, recorder: Recorder) -> None:
+def test_sixteen_threads_racing_in_alert_mode_count_exactly(make: Any, alerts: Alerts) -> None:
     processor = make(100.0)
     threads, calls_each = 16, 100  # 200 USD in all: twice the budget
     barrier = threading.Barrier(threads)
@@ -528,12 +496,12 @@ def test_sixteen_threads_racing_in_alert_mode_count_exactly(make: Any, recorder:
 
     assert processor.total_cost == threads * calls_each * COST
     assert processor.request_count == threads * calls_each
-    assert sorted(recorder.thresholds) == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert sorted(alerts.fractions) == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
 @pytest.mark.usefixtures("eager_thread_switching")
-def test_sixteen_threads_racing_past_a_raising_budget(make: Any, recorder: Recorder) -> None:
+def test_sixteen_threads_racing_past_a_raising_budget(make: Any, alerts: Alerts) -> None:
     processor = make(10.0, raise_on_budget=True)
     threads = 16
     barrier = threading.Barrier(threads)
@@ -569,12 +537,12 @@ def test_sixteen_threads_racing_past_a_raising_budget(make: Any, recorder: Recor
     assert processor.total_cost == outcome["paid"] * COST
     # Overshoot is bounded by the calls in flight when the budget was passed.
     assert 10.0 < processor.total_cost <= 10.0 + threads * COST
-    assert sorted(recorder.thresholds) == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert sorted(alerts.fractions) == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
 async def test_five_hundred_tasks_racing_in_alert_mode_count_exactly(
-    make: Any, recorder: Recorder
+    make: Any, alerts: Alerts
 ) -> None:
     processor = make(40.0)
 
@@ -587,13 +555,11 @@ async def test_five_hundred_tasks_racing_in_alert_mode_count_exactly(
 
     assert processor.total_cost == 500 * COST
     assert processor.request_count == 500
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
-async def test_five_hundred_tasks_racing_past_a_raising_budget(
-    make: Any, recorder: Recorder
-) -> None:
+async def test_five_hundred_tasks_racing_past_a_raising_budget(make: Any, alerts: Alerts) -> None:
     processor = make(20.0, raise_on_budget=True)
     in_flight = asyncio.Semaphore(25)
     outcome = {"paid": 0, "crossing": 0, "refused": 0}
@@ -619,7 +585,7 @@ async def test_five_hundred_tasks_racing_past_a_raising_budget(
     assert outcome["refused"] > 0
     assert processor.total_cost == outcome["paid"] * COST
     assert 20.0 < processor.total_cost <= 20.0 + 25 * COST
-    assert recorder.exceeded == 1
+    assert len(alerts.exceeded) == 1
 
 
 # --- life with a TracerProvider -------------------------------------------------------------

@@ -9,32 +9,27 @@ import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor
-from tests._support import MESSAGES, FakeProvider, Telemetry
+from tests._support import (
+    FAKE_MODEL,
+    FAKE_PRICES,
+    MESSAGES,
+    FakeProvider,
+    Telemetry,
+    ask_fake,
+    exceeded_budget,
+    fake_call_cost,
+)
 
-FAKE_MODEL = "fakellm/fake-model"
-PRICES = {FAKE_MODEL: {"input_cost_per_token": 1e-3, "output_cost_per_token": 2e-3}}
-ONE_CALL = 12 * 1e-3 + 7 * 2e-3  # the fake provider's usage at PRICES
-
-
-def ask() -> Any:
-    return litellm.completion(model=FAKE_MODEL, messages=MESSAGES)
-
-
-def exceeded_budget() -> BudgetSpanProcessor:
-    budget = BudgetSpanProcessor(0.0, raise_on_budget=True, thresholds=(1.0,))
-    with pytest.raises(BudgetExceededError):
-        budget.after_call({"gen_ai.request.model": FAKE_MODEL}, 0.01, None)  # type: ignore[arg-type]
-    assert budget.budget_exceeded
-    return budget
+ONE_CALL = fake_call_cost()  # the fake provider's usage at FAKE_PRICES
 
 
 def test_a_budget_never_added_to_a_provider_governs_nothing(
     instrument: Any, fake_provider: FakeProvider
 ) -> None:
     stray = exceeded_budget()
-    instrument(pricing=PRICES)
+    instrument(pricing=FAKE_PRICES)
 
-    ask()
+    ask_fake()
 
     assert fake_provider.requests == 1
     assert stray.request_count == 1  # only the call it was fed by hand above
@@ -48,11 +43,11 @@ def test_a_budget_counts_only_its_own_providers_calls(
     on_a.tracer_provider.add_span_processor(budget_a)
     on_b.tracer_provider.add_span_processor(budget_b)
 
-    instrument(on_a, pricing=PRICES)
-    ask()
-    ask()
-    instrument(on_b, pricing=PRICES)
-    ask()
+    instrument(on_a, pricing=FAKE_PRICES)
+    ask_fake()
+    ask_fake()
+    instrument(on_b, pricing=FAKE_PRICES)
+    ask_fake()
 
     assert budget_a.request_count == 2
     assert budget_a.total_cost == pytest.approx(2 * ONE_CALL)
@@ -64,12 +59,12 @@ def test_uninstrument_detaches_an_exceeded_budget(
     instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
     providers.tracer_provider.add_span_processor(exceeded_budget())
-    instrument(pricing=PRICES)
+    instrument(pricing=FAKE_PRICES)
     with pytest.raises(BudgetExceededError):
-        ask()
+        ask_fake()
 
-    instrument(pricing=PRICES)  # uninstrument, then a fresh instrument
-    ask()
+    instrument(pricing=FAKE_PRICES)  # uninstrument, then a fresh instrument
+    ask_fake()
 
     assert fake_provider.requests == 1
 
@@ -79,10 +74,10 @@ def test_shutting_down_the_provider_detaches_its_budget(
 ) -> None:
     budget = exceeded_budget()
     providers.tracer_provider.add_span_processor(budget)
-    instrument(pricing=PRICES)
+    instrument(pricing=FAKE_PRICES)
 
     providers.tracer_provider.shutdown()
-    ask()
+    ask_fake()
 
     assert fake_provider.requests == 1
     assert not budget.governs
@@ -93,14 +88,14 @@ def test_suppressed_calls_are_still_counted_and_capped(
 ) -> None:
     budget = BudgetSpanProcessor(1.5 * ONE_CALL, raise_on_budget=True, thresholds=(1.0,))
     providers.tracer_provider.add_span_processor(budget)
-    instrument(pricing=PRICES)
+    instrument(pricing=FAKE_PRICES)
 
     with suppress_instrumentation():
-        ask()
+        ask_fake()
         with pytest.raises(BudgetExceededError) as crossing:
-            ask()
+            ask_fake()
         with pytest.raises(BudgetExceededError) as refused:
-            ask()
+            ask_fake()
 
     assert fake_provider.requests == 2
     assert budget.total_cost == pytest.approx(2 * ONE_CALL)
@@ -113,7 +108,7 @@ async def test_an_async_call_is_counted_by_its_providers_budget(
 ) -> None:
     budget = BudgetSpanProcessor(1.0)
     providers.tracer_provider.add_span_processor(budget)
-    instrument(pricing=PRICES)
+    instrument(pricing=FAKE_PRICES)
 
     await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
 

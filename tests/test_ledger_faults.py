@@ -16,14 +16,22 @@ import pytest
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter._redis_ledger import RETRY_AFTER
-from tests._support import MESSAGES, FakeProvider, Telemetry
+from tests._support import (
+    FAKE_MODEL,
+    MESSAGES,
+    FakeProvider,
+    Request,
+    Telemetry,
+    ask_fake,
+    fake_call_cost,
+)
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
-FAKE_MODEL = "fakellm/fake-model"
-FAKE_PRICES = {FAKE_MODEL: {"input_cost_per_token": 2**-10, "output_cost_per_token": 2**-9}}
-CALL_COST = 12 * 2**-10 + 7 * 2**-9  # the fake provider's usage at FAKE_PRICES: exact in floats
+# Binary fractions: the fake provider's calls cost exactly, in floats, at these prices.
+EXACT_PRICES = {FAKE_MODEL: {"input_cost_per_token": 2**-10, "output_cost_per_token": 2**-9}}
+CALL_COST = fake_call_cost(EXACT_PRICES)
 TIMEOUT = 0.3
 LEDGER_LOGGER = "spendmeter._redis_ledger"
 
@@ -38,7 +46,7 @@ class App:
     def ask(self) -> float:
         """One call; how long it took."""
         started = time.monotonic()
-        litellm.completion(model=FAKE_MODEL, messages=MESSAGES)
+        ask_fake()
         return time.monotonic() - started
 
 
@@ -60,7 +68,7 @@ def app(
                 meter_provider=meter_provider,
             )
 
-        return App(instrument(make_telemetry(first=budget_first), pricing=FAKE_PRICES))
+        return App(instrument(make_telemetry(first=budget_first), pricing=EXACT_PRICES))
 
     return build
 
@@ -268,20 +276,9 @@ def test_an_async_call_never_blocks_the_event_loop_on_a_stalled_redis(
 
 async def one_async_call(budget: BudgetSpanProcessor, call_id: str) -> None:
     """One async call as the call path feeds its budget."""
-
-    class Request:
-        def __init__(self) -> None:
-            self.call_id = call_id
-
-        def max_cost(self) -> float | None:
-            return None
-
-        async def amax_cost(self) -> float | None:
-            return None
-
     attributes = {"gen_ai.request.model": "gpt-4o-mini"}
-    await budget.abefore_call(attributes, Request())
-    await budget.aafter_call(attributes, 0.125, Request())
+    await budget.abefore_call(attributes, Request(call_id))
+    await budget.aafter_call(attributes, 0.125, Request(call_id))
 
 
 def test_async_litellm_calls_go_on_while_redis_is_paused(

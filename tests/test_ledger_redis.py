@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor, config
 from spendmeter._redis_ledger import HOLD_TTL, KEEP_PAST_END
 from spendmeter.config import ConfigError
-from tests._support import Telemetry
+from tests._support import Alerts, Clock, Telemetry, request
 from tests.redis_server import RedisServer
 
 CHAT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"}
@@ -24,62 +23,11 @@ COST = 0.125  # a binary fraction: sums in any order are exact
 integration = pytest.mark.integration
 
 
-@dataclass
-class Request:
-    """What the call path hands a budget: an id unique per call, and its worst case."""
-
-    call_id: str
-    worst_case: float | None = None
-
-    def max_cost(self) -> float | None:
-        return self.worst_case
-
-    async def amax_cost(self) -> float | None:
-        return self.worst_case
-
-
-_ids = iter(range(1, 10**9))
-
-
-def request(worst_case: float | None = None) -> Request:
-    return Request(f"test-call-{next(_ids)}", worst_case)
-
-
 def call(processor: BudgetSpanProcessor, cost: float | None = COST, **attributes: Any) -> None:
     attributes = {**CHAT, **attributes}
     one = request(cost)
     processor.before_call(attributes, one)
     processor.after_call(attributes, cost, one)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Alerts:
-    """Every processor's callbacks, in one list: what the fleet as a whole announced."""
-
-    def __init__(self) -> None:
-        self.fired: list[float] = []
-        self.exceeded = 0
-        self._lock = threading.Lock()
-
-    def on_threshold(self, fraction: float, processor: BudgetSpanProcessor) -> None:
-        with self._lock:
-            self.fired.append(fraction)
-
-    def on_budget_exceeded(self, processor: BudgetSpanProcessor) -> None:
-        with self._lock:
-            self.exceeded += 1
-
-
-@pytest.fixture
-def alerts() -> Alerts:
-    return Alerts()
 
 
 @pytest.fixture
@@ -212,8 +160,8 @@ def test_racing_past_a_raising_budget_one_call_crosses_for_the_whole_fleet(
     assert outcome["refused"] == 16
     assert fleet[0].total_cost == outcome["paid"] * COST
     assert 5.0 < fleet[0].total_cost <= 5.0 + 16 * COST  # overshoot: the calls in flight
-    assert sorted(alerts.fired) == [0.5, 0.8, 1.0]  # once for the fleet, not per process
-    assert alerts.exceeded == 1
+    assert sorted(alerts.fractions) == [0.5, 0.8, 1.0]  # once for the fleet, not per process
+    assert len(alerts.exceeded) == 1
 
 
 @integration
@@ -223,12 +171,12 @@ def test_thresholds_fire_once_across_processors_each_on_the_call_that_crossed(
     first, second = shared(1.0), shared(1.0)
     call(first, 0.25)
     call(second, 0.25)  # 50%: second's call crossed it
-    assert alerts.fired == [0.5]
+    assert alerts.fractions == [0.5]
     call(first, 0.375)  # 87.5%
     call(second, 0.25)  # passes the budget
     call(first, 0.25)
-    assert alerts.fired == [0.5, 0.8, 1.0]
-    assert alerts.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
     assert first.budget_exceeded and second.budget_exceeded
 
 
@@ -237,7 +185,7 @@ def test_float_rounding_is_judged_as_in_process(shared: Any, alerts: Alerts) -> 
     processor = shared(1.0, thresholds=(0.8, 1.0), raise_on_budget=True)
     for _ in range(10):
         call(processor, 0.1)  # 0.9999999999999999: the budget reached, not passed
-    assert alerts.fired == [0.8, 1.0]
+    assert alerts.fractions == [0.8, 1.0]
     assert not processor.budget_exceeded
     with pytest.raises(BudgetExceededError):
         call(processor, 0.1)
@@ -306,7 +254,7 @@ def test_a_window_rolls_over_for_every_processor_at_once(shared: Any, alerts: Al
     for processor in fleet:
         call(processor, 0.25)
     assert fleet[1].total_cost == 0.75
-    assert alerts.fired == [0.5, 0.8, 1.0, 0.5]
+    assert alerts.fractions == [0.5, 0.8, 1.0, 0.5]
     # A clock read before the boundary never moves a processor back into the old window.
     clock.now = datetime(2025, 3, 4, 10, 59, 59, tzinfo=timezone.utc)
     call(fleet[2], 0.125)
@@ -330,8 +278,8 @@ def test_each_scope_value_has_its_own_shared_budget(shared: Any, alerts: Alerts)
     assert first.cost_by_scope == {None: 0.25, "alice": 1.25, "bob": 0.75}
     assert second.spent("alice") == 1.25
     assert second.spent("carol") == 0
-    assert alerts.fired == [0.5, 0.5]
-    assert alerts.exceeded == 1
+    assert alerts.fractions == [0.5, 0.5]
+    assert len(alerts.exceeded) == 1
 
 
 @integration
