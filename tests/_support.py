@@ -31,6 +31,15 @@ from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrume
 from spendmeter import semconv as sc
 
 MESSAGES = [{"role": "user", "content": "How much does this cost?"}]
+ANSWER = "Tokens in and tokens out, both billed."
+# The parts of a call's cost; they add up to gen_ai.usage.cost.
+COST_PARTS = (
+    sc.SPENDMETER_COST_INPUT,
+    sc.SPENDMETER_COST_OUTPUT,
+    sc.SPENDMETER_COST_CACHE_READ,
+    sc.SPENDMETER_COST_CACHE_WRITE,
+    sc.SPENDMETER_COST_OTHER,
+)
 
 
 @dataclass
@@ -112,6 +121,37 @@ class Telemetry:
         return sum(p.sum if hasattr(p, "sum") else p.value for p in self.points(name))
 
 
+def answer(
+    model: str,
+    usage: Any = None,
+    *,
+    content: str | None = "ok",
+    message: Mapping[str, Any] | None = None,
+    finish_reason: str = "stop",
+    **fields: Any,
+) -> ModelResponse:
+    """A provider's answer: one choice, ``message`` (by default the assistant saying
+    ``content``), ended by ``finish_reason``; ``usage`` when given, then any other ``fields``
+    of the response (which may replace those)."""
+    if message is None:
+        message = {"role": "assistant", "content": content}
+    body: dict[str, Any] = {
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": dict(message)}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return ModelResponse(**{**body, **fields})
+
+
+def chat(**kwargs: Any) -> Any:
+    """One gpt-4o-mini chat call, answered by LiteLLM's mock with ``ANSWER``."""
+    kwargs.setdefault("model", "gpt-4o-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    kwargs.setdefault("mock_response", ANSWER)
+    return litellm.completion(**kwargs)
+
+
 # --- a fake provider (the ``fake_provider`` fixture routes ``fakellm/...`` to one) -----------
 
 FAKE_MODEL = "fakellm/fake-model"
@@ -135,20 +175,7 @@ class FakeProvider(CustomLLM):
     def _response(self) -> ModelResponse:
         with self._lock:
             self.requests += 1
-        body: dict[str, Any] = {
-            "id": "fake-response-1",
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "ok"},
-                }
-            ],
-        }
-        if self.usage is not None:
-            body["usage"] = self.usage
-        return ModelResponse(**body)
+        return answer(self.model, self.usage, id="fake-response-1")
 
     def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
         return self._response()

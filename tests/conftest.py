@@ -9,9 +9,11 @@ import os
 # LiteLLM reads this at import: price map from the installed package, never from the network.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
+import litellm
 import pytest
 
 from spendmeter import LiteLLMInstrumentor
@@ -76,6 +78,15 @@ def fake_provider() -> Iterator[FakeProvider]:
 def alerts() -> Alerts:
     """Wire a budget's ``on_threshold`` and ``on_budget_exceeded`` to it."""
     return Alerts()
+
+
+@pytest.fixture
+def price_map_restored() -> Iterator[None]:
+    """LiteLLM writes per-call custom prices into its global map: put the map back after."""
+    saved = copy.deepcopy(litellm.model_cost)
+    yield
+    litellm.model_cost.clear()
+    litellm.model_cost.update(saved)
 
 
 @pytest.fixture

@@ -31,21 +31,23 @@ from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor, config
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
 from spendmeter.pricing import PricingConfigError
-from tests._support import MESSAGES, FakeProvider, Telemetry, registered_provider
+from tests._support import (
+    ANSWER,
+    FAKE_MODEL,
+    MESSAGES,
+    FakeProvider,
+    Telemetry,
+    answer,
+    ask_fake,
+    chat,
+    fake_call_cost,
+    registered_provider,
+)
 
-ANSWER = "Faults happen; the answer still arrives."
-FAKE_MODEL = "fakellm/fake-model"
 # Powers of two: every sum of these costs is exact in binary floating point, so totals
 # counted in different orders by different threads must agree to the last bit.
 EXACT_PRICES = {FAKE_MODEL: {"input_cost_per_token": 2.0**-20, "output_cost_per_token": 2.0**-19}}
-EXACT_CALL_COST = 12 * 2.0**-20 + 7 * 2.0**-19  # FakeProvider answers 12 in, 7 out
-
-
-def chat(**kwargs: Any) -> Any:
-    kwargs.setdefault("model", "gpt-4o-mini")
-    kwargs.setdefault("messages", MESSAGES)
-    kwargs.setdefault("mock_response", ANSWER)
-    return litellm.completion(**kwargs)
+EXACT_CALL_COST = fake_call_cost(EXACT_PRICES)
 
 
 def llm_spans(telemetry: Telemetry) -> list[ReadableSpan]:
@@ -175,7 +177,7 @@ def test_sixteen_threads_lose_no_span_point_or_dollar(
             user = f"thread-{thread}-{index}"
             with tracer.start_as_current_span(f"request {user}") as parent:
                 parents[user] = parent
-                response = litellm.completion(model=FAKE_MODEL, messages=MESSAGES, user=user)
+                response = ask_fake(user=user)
                 assert response.choices[0].message.content == "ok"
 
     threads = [threading.Thread(target=work, args=(number,)) for number in range(16)]
@@ -484,19 +486,7 @@ class MalformedProvider(CustomLLM):
         self.body: dict[str, Any] = {}
 
     def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        body = {
-            "id": "malformed-1",
-            "model": "malformed",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "ok"},
-                }
-            ],
-            **self.body,
-        }
-        response = ModelResponse(**body)
+        response = answer(**{"model": "malformed", "id": "malformed-1", **self.body})
         if self.usage is not None:
             # Set after validation: the values LiteLLM's own parsing would reject.
             usage = Usage(prompt_tokens=1, completion_tokens=1)

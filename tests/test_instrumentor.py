@@ -14,16 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import LiteLLMInstrumentor
 from spendmeter import semconv as sc
-from tests._support import MESSAGES, Telemetry
-
-ANSWER = "Tokens in and tokens out, both billed."
-
-
-def chat(**kwargs: Any) -> Any:
-    kwargs.setdefault("model", "gpt-4o-mini")
-    kwargs.setdefault("messages", MESSAGES)
-    kwargs.setdefault("mock_response", ANSWER)
-    return litellm.completion(**kwargs)
+from tests._support import ANSWER, MESSAGES, Telemetry, chat
 
 
 def assert_priced_like_litellm(attributes: Any, response: Any) -> None:
