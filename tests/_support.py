@@ -10,12 +10,16 @@ import os
 # LiteLLM reads this at import: price map from the installed package, never from the network.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import litellm
@@ -30,6 +34,8 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
 from spendmeter import semconv as sc
 
+ROOT = Path(__file__).resolve().parents[1]
+OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 MESSAGES = [{"role": "user", "content": "How much does this cost?"}]
 ANSWER = "Tokens in and tokens out, both billed."
 # The parts of a call's cost; they add up to gen_ai.usage.cost.
@@ -291,3 +297,43 @@ def exceeded_budget(telemetry: Telemetry | None = None) -> BudgetSpanProcessor:
     if telemetry is not None:
         telemetry.tracer_provider.add_span_processor(budget)
     return budget
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def run_instrumented(
+    args: Sequence[str],
+    *,
+    merged: bool = False,
+    cwd: Path = ROOT,
+    timeout: float = 120,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """``python <args>`` under ``opentelemetry-instrument``, offline, every exporter off unless
+    ``env`` sets one; ``merged``: stderr into stdout, in order, as a terminal shows them."""
+    environment = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        **env,
+    }
+    return subprocess.run(
+        [str(OPENTELEMETRY_INSTRUMENT), sys.executable, *args],
+        env=environment,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on, just now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

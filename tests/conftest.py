@@ -89,6 +89,16 @@ def price_map_restored() -> Iterator[None]:
     litellm.model_cost.update(saved)
 
 
+@pytest.fixture(scope="module")
+def openai_server() -> Iterator[Any]:
+    """A fake OpenAI-compatible HTTP server on loopback (tests/fake_openai.py), one a module."""
+    from tests.fake_openai import FakeOpenAIServer
+
+    server = FakeOpenAIServer()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Any) -> Iterator[Any]:
     """A fresh, empty redis-server of the test's own (tests/redis_server.py), stopped after it."""

@@ -13,16 +13,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._support import ROOT
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 PROCESSES, THREADS = 4, 8
 BUDGET, CALL_COST = 0.5, 2**-6
 CAP = int(BUDGET / CALL_COST)  # 32 calls

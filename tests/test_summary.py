@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +25,7 @@ from spendmeter.summary import (
     render_summary,
     spend_totals,
 )
-from tests._support import Telemetry
+from tests._support import Telemetry, run_instrumented
 
 
 def record_call(
@@ -303,24 +300,7 @@ def test_opentelemetry_instrument_loads_the_spend_summary_exporter(tmp_path: Pat
         meter.create_histogram({sc.METRIC_OPERATION_DURATION!r}, unit="s").record(0.5, attributes)
         """
     )
-    env = {
-        **os.environ,
-        "OTEL_METRICS_EXPORTER": "spend_summary",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
-    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-
-    result = subprocess.run(
-        [str(instrument), sys.executable, "-c", script],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_instrumented(["-c", script], cwd=tmp_path, OTEL_METRICS_EXPORTER="spend_summary")
 
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
