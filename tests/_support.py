@@ -35,6 +35,7 @@ from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrume
 from spendmeter import semconv as sc
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "demo.py"
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 MESSAGES = [{"role": "user", "content": "How much does this cost?"}]
 ANSWER = "Tokens in and tokens out, both billed."
@@ -330,6 +331,12 @@ def run_instrumented(
         timeout=timeout,
         check=False,
     )
+
+
+def run_demo(*, merged: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+    """examples/demo.py under ``opentelemetry-instrument``, its spans printed to the console."""
+    demo_env = {"OTEL_SERVICE_NAME": "spendmeter-demo", "OTEL_TRACES_EXPORTER": "console", **env}
+    return run_instrumented([str(DEMO)], merged=merged, **demo_env)
 
 
 def free_port() -> int:

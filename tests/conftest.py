@@ -10,6 +10,7 @@ import os
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 import copy
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import litellm
 import pytest
 
 from spendmeter import LiteLLMInstrumentor
-from tests._support import Alerts, FakeProvider, Telemetry, registered_provider
+from tests._support import Alerts, FakeProvider, Telemetry, registered_provider, run_demo
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +88,14 @@ def price_map_restored() -> Iterator[None]:
     yield
     litellm.model_cost.clear()
     litellm.model_cost.update(saved)
+
+
+@pytest.fixture(scope="session")
+def demo_run() -> subprocess.CompletedProcess[str]:
+    """examples/demo.py, run once for every test that reads what it prints: its spans and
+    metrics on the console, then the spend summary, stderr into stdout as a terminal shows
+    them. Tests that need it run in another environment run it themselves (``run_demo``)."""
+    return run_demo(merged=True, OTEL_METRICS_EXPORTER="console,spend_summary")
 
 
 @pytest.fixture(scope="module")
