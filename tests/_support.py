@@ -285,6 +285,14 @@ def request(worst_case: float | None = None) -> Request:
     return Request(f"test-call-{next(_call_ids)}", worst_case)
 
 
+def budget_first(budget: float, **options: Any) -> Callable[[MeterProvider], SpanProcessor]:
+    """For ``Telemetry.build(first=...)``: a ``BudgetSpanProcessor(budget, **options)`` that
+    reports to the pipeline's meter provider."""
+    return lambda meter_provider: BudgetSpanProcessor(
+        budget, meter_provider=meter_provider, **options
+    )
+
+
 def exceeded_budget(telemetry: Telemetry | None = None) -> BudgetSpanProcessor:
     """A raising budget already past its cap by a call fed to it by hand; on ``telemetry``'s
     tracer provider, if given."""

@@ -17,7 +17,7 @@ from typing import Any
 import litellm
 import pytest
 
-from spendmeter import LiteLLMInstrumentor
+from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
 from tests._support import Alerts, FakeProvider, Telemetry, registered_provider, run_demo
 
 
@@ -79,6 +79,23 @@ def fake_provider() -> Iterator[FakeProvider]:
 def alerts() -> Alerts:
     """Wire a budget's ``on_threshold`` and ``on_budget_exceeded`` to it."""
     return Alerts()
+
+
+@pytest.fixture
+def make_budget(alerts: Alerts) -> Iterator[Any]:
+    """``make_budget(budget, **options)``: a ``BudgetSpanProcessor`` that reports to ``alerts``
+    unless ``options`` say otherwise; shut down after the test, so none outlives it."""
+    made: list[BudgetSpanProcessor] = []
+
+    def _make(budget: float = 1.0, **options: Any) -> BudgetSpanProcessor:
+        options.setdefault("on_threshold", alerts.on_threshold)
+        options.setdefault("on_budget_exceeded", alerts.on_budget_exceeded)
+        made.append(BudgetSpanProcessor(budget, **options))
+        return made[-1]
+
+    yield _make
+    for processor in made:
+        processor.shutdown()
 
 
 @pytest.fixture

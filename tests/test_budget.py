@@ -37,21 +37,15 @@ def at(*args: int) -> datetime:
 
 
 @pytest.fixture
-def make(providers: Telemetry, alerts: Alerts) -> Iterator[Callable[..., BudgetSpanProcessor]]:
-    """Builds processors wired to ``alerts``; shuts them down so none outlives its test."""
-    made: list[BudgetSpanProcessor] = []
+def make(providers: Telemetry, make_budget: Any) -> Callable[..., BudgetSpanProcessor]:
+    """``make_budget``, reporting its gauges to the in-memory metrics."""
 
     def build(budget: float = 1.0, **kwargs: Any) -> BudgetSpanProcessor:
         kwargs.setdefault("meter_provider", providers.meter_provider)
-        kwargs.setdefault("on_threshold", alerts.on_threshold)
-        kwargs.setdefault("on_budget_exceeded", alerts.on_budget_exceeded)
-        processor = BudgetSpanProcessor(budget, **kwargs)
-        made.append(processor)
+        processor: BudgetSpanProcessor = make_budget(budget, **kwargs)
         return processor
 
-    yield build
-    for processor in made:
-        processor.shutdown()
+    return build
 
 
 def gauge(telemetry: Telemetry, name: str) -> dict[frozenset[tuple[str, Any]], float]:

@@ -32,6 +32,7 @@ from tests._support import (
     FakeProvider,
     Telemetry,
     ask_fake,
+    budget_first,
     chat,
     fake_call_cost,
     run_instrumented,
@@ -67,17 +68,14 @@ def budgeted(make_telemetry: Any, instrument: Any, alerts: Alerts) -> Any:
     def _budgeted(
         budget: float, *, sampler: Any = None, **options: Any
     ) -> tuple[BudgetSpanProcessor, Telemetry]:
-        def budget_first(meter_provider: Any) -> BudgetSpanProcessor:
-            return BudgetSpanProcessor(
-                budget,
-                on_threshold=alerts.on_threshold,
-                on_budget_exceeded=alerts.on_budget_exceeded,
-                meter_provider=meter_provider,
-                **options,
-            )
-
+        first = budget_first(
+            budget,
+            on_threshold=alerts.on_threshold,
+            on_budget_exceeded=alerts.on_budget_exceeded,
+            **options,
+        )
         # Shut down after the test, which shuts the budget down: it stops listening.
-        telemetry: Telemetry = make_telemetry(sampler=sampler, first=budget_first)
+        telemetry: Telemetry = make_telemetry(sampler=sampler, first=first)
         instrument(telemetry, pricing=FAKE_PRICES)
         return telemetry.budget, telemetry
 

@@ -23,6 +23,7 @@ from tests._support import (
     Request,
     Telemetry,
     ask_fake,
+    budget_first,
     fake_call_cost,
 )
 from tests.redis_server import RedisServer
@@ -58,17 +59,14 @@ def app(
     Redis by default) ahead of the in-memory exporter."""
 
     def build(policy: str = "open", budget: float = 100.0, url: str | None = None) -> App:
-        def budget_first(meter_provider: Any) -> BudgetSpanProcessor:
-            return BudgetSpanProcessor(
-                budget,
-                ledger=url or redis_server.url,
-                raise_on_budget=True,
-                on_ledger_error=policy,
-                ledger_timeout=TIMEOUT,
-                meter_provider=meter_provider,
-            )
-
-        return App(instrument(make_telemetry(first=budget_first), pricing=EXACT_PRICES))
+        first = budget_first(
+            budget,
+            ledger=url or redis_server.url,
+            raise_on_budget=True,
+            on_ledger_error=policy,
+            ledger_timeout=TIMEOUT,
+        )
+        return App(instrument(make_telemetry(first=first), pricing=EXACT_PRICES))
 
     return build
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -31,23 +31,15 @@ def call(processor: BudgetSpanProcessor, cost: float | None = COST, **attributes
 
 
 @pytest.fixture
-def shared(
-    redis_server: RedisServer, alerts: Alerts
-) -> Iterator[Callable[..., BudgetSpanProcessor]]:
-    """``shared(budget, **options)``: a processor on the test's Redis, reporting to ``alerts``."""
-    made: list[BudgetSpanProcessor] = []
+def shared(redis_server: RedisServer, make_budget: Any) -> Callable[..., BudgetSpanProcessor]:
+    """``shared(budget, **options)``: ``make_budget`` on the test's Redis."""
 
     def build(budget: float = 1.0, **options: Any) -> BudgetSpanProcessor:
         options.setdefault("ledger", redis_server.url)
-        options.setdefault("on_threshold", alerts.on_threshold)
-        options.setdefault("on_budget_exceeded", alerts.on_budget_exceeded)
-        processor = BudgetSpanProcessor(budget, **options)
-        made.append(processor)
+        processor: BudgetSpanProcessor = make_budget(budget, **options)
         return processor
 
-    yield build
-    for processor in made:
-        processor.shutdown()
+    return build
 
 
 def race(workers: int, work: Callable[[int], None]) -> None:
