@@ -1,5 +1,6 @@
 """Shared fixtures: in-memory OpenTelemetry pipelines, an instrumented LiteLLM, and a fake
-LiteLLM provider that counts the requests it receives and answers with chosen usage."""
+LiteLLM provider that counts the requests it receives. What they are built from, and the plain
+helpers the tests share, are in tests/_support.py."""
 
 from __future__ import annotations
 
@@ -8,52 +9,16 @@ import os
 # LiteLLM reads this at import: price map from the installed package, never from the network.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
+import copy
+import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import litellm
 import pytest
-from litellm import CustomLLM, ModelResponse
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from spendmeter import LiteLLMInstrumentor
-
-MESSAGES = [{"role": "user", "content": "How much does this cost?"}]
-
-
-@dataclass
-class Telemetry:
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-    def span(self) -> ReadableSpan:
-        spans = self.spans()
-        assert len(spans) == 1, [s.name for s in spans]
-        return spans[0]
-
-    def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        found = []
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == name:
-                        found.extend(metric.data.data_points)
-        return found
-
-    def metric_sum(self, name: str) -> float:
-        return sum(p.sum if hasattr(p, "sum") else p.value for p in self.points(name))
+from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
+from tests._support import Alerts, FakeProvider, Telemetry, registered_provider, run_demo
 
 
 @pytest.fixture(autouse=True)
@@ -63,89 +28,44 @@ def _fresh_fault_log(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def providers() -> Iterator[Telemetry]:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    yield Telemetry(exporter, reader, tracer_provider, meter_provider)
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
+def make_telemetry() -> Iterator[Any]:
+    """``make_telemetry(**options)``: a ``Telemetry.build(**options)``, shut down after the test."""
+    made: list[Telemetry] = []
+
+    def _make(**options: Any) -> Telemetry:
+        made.append(Telemetry.build(**options))
+        return made[-1]
+
+    yield _make
+    for telemetry in made:
+        telemetry.shutdown()
+
+
+@pytest.fixture
+def providers(make_telemetry: Any) -> Telemetry:
+    telemetry: Telemetry = make_telemetry()
+    return telemetry
 
 
 @pytest.fixture
 def instrument(providers: Telemetry) -> Iterator[Any]:
-    """Instrument with the in-memory providers; ``instrument(pricing=...)`` re-instruments."""
-    instrumentor = LiteLLMInstrumentor()
+    """``instrument(**options)`` instruments LiteLLM with the in-memory providers (again, with
+    other options, if called again); ``instrument(telemetry, **options)``, with those of another
+    ``Telemetry``. Uninstrumented after the test."""
 
-    def _instrument(**kwargs: Any) -> Telemetry:
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
-        instrumentor.instrument(
-            tracer_provider=providers.tracer_provider,
-            meter_provider=providers.meter_provider,
-            **kwargs,
-        )
-        return providers
+    def _instrument(telemetry: Telemetry | None = None, **options: Any) -> Telemetry:
+        return (telemetry or providers).instrument(**options)
 
     yield _instrument
+    instrumentor = LiteLLMInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
 
 
 @pytest.fixture
 def telemetry(instrument: Any) -> Telemetry:
-    return instrument()
-
-
-@dataclass
-class FakeProvider(CustomLLM):
-    """A LiteLLM provider that answers from memory and counts what reaches it."""
-
-    model: str = "fake-model"
-    usage: dict[str, Any] | None = field(
-        default_factory=lambda: {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
-    )
-    requests: int = 0
-
-    def __post_init__(self) -> None:
-        super().__init__()
-
-    def _response(self) -> ModelResponse:
-        self.requests += 1
-        body: dict[str, Any] = {
-            "id": "fake-response-1",
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "ok"},
-                }
-            ],
-        }
-        if self.usage is not None:
-            body["usage"] = self.usage
-        return ModelResponse(**body)
-
-    def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        return self._response()
-
-    async def acompletion(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        return self._response()
-
-
-@contextmanager
-def registered_provider(name: str, handler: CustomLLM) -> Iterator[None]:
-    """Route LiteLLM's ``<name>/...`` models to ``handler`` for the duration of a test."""
-    saved = list(litellm.custom_provider_map)
-    litellm.custom_provider_map = [{"provider": name, "custom_handler": handler}]
-    litellm.utils.custom_llm_setup()
-    try:
-        yield
-    finally:
-        litellm.custom_provider_map = saved
+    instrumented: Telemetry = instrument()
+    return instrumented
 
 
 @pytest.fixture
@@ -153,6 +73,56 @@ def fake_provider() -> Iterator[FakeProvider]:
     provider = FakeProvider()
     with registered_provider("fakellm", provider):
         yield provider
+
+
+@pytest.fixture
+def alerts() -> Alerts:
+    """Wire a budget's ``on_threshold`` and ``on_budget_exceeded`` to it."""
+    return Alerts()
+
+
+@pytest.fixture
+def make_budget(alerts: Alerts) -> Iterator[Any]:
+    """``make_budget(budget, **options)``: a ``BudgetSpanProcessor`` that reports to ``alerts``
+    unless ``options`` say otherwise; shut down after the test, so none outlives it."""
+    made: list[BudgetSpanProcessor] = []
+
+    def _make(budget: float = 1.0, **options: Any) -> BudgetSpanProcessor:
+        options.setdefault("on_threshold", alerts.on_threshold)
+        options.setdefault("on_budget_exceeded", alerts.on_budget_exceeded)
+        made.append(BudgetSpanProcessor(budget, **options))
+        return made[-1]
+
+    yield _make
+    for processor in made:
+        processor.shutdown()
+
+
+@pytest.fixture
+def price_map_restored() -> Iterator[None]:
+    """LiteLLM writes per-call custom prices into its global map: put the map back after."""
+    saved = copy.deepcopy(litellm.model_cost)
+    yield
+    litellm.model_cost.clear()
+    litellm.model_cost.update(saved)
+
+
+@pytest.fixture(scope="session")
+def demo_run() -> subprocess.CompletedProcess[str]:
+    """examples/demo.py, run once for every test that reads what it prints: its spans and
+    metrics on the console, then the spend summary, stderr into stdout as a terminal shows
+    them. Tests that need it run in another environment run it themselves (``run_demo``)."""
+    return run_demo(merged=True, OTEL_METRICS_EXPORTER="console,spend_summary")
+
+
+@pytest.fixture(scope="module")
+def openai_server() -> Iterator[Any]:
+    """A fake OpenAI-compatible HTTP server on loopback (tests/fake_openai.py), one a module."""
+    from tests.fake_openai import FakeOpenAIServer
+
+    server = FakeOpenAIServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""One process of a fleet sharing a budget on Redis (tests/test_fleet.py drives it).
+"""One process of a fleet sharing a budget on Redis (tests/test_fleet.py drives it, as
+``python -m tests.fleet_worker`` from the repository's root).
 
 It instruments LiteLLM with a counting fake provider, says ``{"ready": true}``, then obeys one
 JSON command per stdin line and answers each with one JSON line:
@@ -16,65 +17,34 @@ import json
 import os
 import sys
 import threading
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 import litellm
-from litellm import CustomLLM, ModelResponse
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 
-from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import BudgetExceededError, BudgetSpanProcessor
+from tests._support import Alerts, FakeProvider, Telemetry, registered_provider
 
 MODEL = "fleetllm/fake-model"
 # One prompt and one completion token at 2**-7 each: a call costs $1/64, exactly.
 PRICES = {MODEL: {"input_cost_per_token": 2**-7, "output_cost_per_token": 2**-7}}
 
 
-class CountingProvider(CustomLLM):
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests = 0
-        self._lock = threading.Lock()
-
-    def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        with self._lock:
-            self.requests += 1
-        return ModelResponse(
-            model="fake-model",
-            choices=[
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "ok"},
-                }
-            ],
-            usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        )
-
-
 class Fleet:
     def __init__(self) -> None:
-        self.provider = CountingProvider()
-        litellm.custom_provider_map = [{"provider": "fleetllm", "custom_handler": self.provider}]
-        litellm.utils.custom_llm_setup()
-        self.tracer_provider = TracerProvider()
-        self.meter_provider = MeterProvider()
-        LiteLLMInstrumentor().instrument(
-            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, pricing=PRICES
+        self.provider = FakeProvider(
+            usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
         )
+        # Registered for the process's life: the context it is registered in is kept open.
+        self.registered = ExitStack()
+        self.registered.enter_context(registered_provider("fleetllm", self.provider))
+        self.telemetry = Telemetry.build().instrument(pricing=PRICES)
         self.now = datetime.now().astimezone()
         self.budget: BudgetSpanProcessor | None = None
-        self.alerts: list[float] = []
-        self.exceeded = 0
-
-    def on_threshold(self, fraction: float, _: BudgetSpanProcessor) -> None:
-        self.alerts.append(fraction)
-
-    def on_budget_exceeded(self, _: BudgetSpanProcessor) -> None:
-        self.exceeded += 1
+        self.alerts = Alerts()
 
     def new_budget(self, command: dict[str, Any]) -> dict[str, Any]:
         if self.budget is not None:
@@ -88,11 +58,11 @@ class Fleet:
             reserve=command.get("reserve", False),
             window=command.get("window"),
             clock=lambda: self.now,
-            on_threshold=self.on_threshold,
-            on_budget_exceeded=self.on_budget_exceeded,
-            meter_provider=self.meter_provider,
+            on_threshold=self.alerts.on_threshold,
+            on_budget_exceeded=self.alerts.on_budget_exceeded,
+            meter_provider=self.telemetry.meter_provider,
         )
-        self.tracer_provider.add_span_processor(self.budget)
+        self.telemetry.tracer_provider.add_span_processor(self.budget)
         return {}
 
     def clock(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +71,8 @@ class Fleet:
         return {}
 
     def run(self, command: dict[str, Any]) -> dict[str, Any]:
-        self.provider.requests, self.alerts, self.exceeded = 0, [], 0
+        self.provider.requests = 0
+        self.alerts.clear()
         outcome = {"paid": 0, "crossing": 0, "refused": 0}
         lock = threading.Lock()
 
@@ -127,8 +98,8 @@ class Fleet:
         return {
             **outcome,
             "provider_calls": self.provider.requests,
-            "alerts": self.alerts,
-            "exceeded": self.exceeded,
+            "alerts": self.alerts.fractions,
+            "exceeded": len(self.alerts.exceeded),
         }
 
     def read(self, command: dict[str, Any]) -> dict[str, Any]:

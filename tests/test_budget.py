@@ -11,14 +11,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, _listeners, config
 from spendmeter.budget import HISTORY_SIZE
+from tests._support import Alerts, Clock, Telemetry
 
 CHAT = {
     "gen_ai.operation.name": "chat",
@@ -40,78 +36,24 @@ def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Recorder:
-    """Collects callback invocations."""
-
-    def __init__(self) -> None:
-        self.thresholds: list[float] = []
-        self.exceeded = 0
-        self._lock = threading.Lock()
-
-    def on_threshold(self, fraction: float, processor: BudgetSpanProcessor) -> None:
-        with self._lock:
-            self.thresholds.append(fraction)
-
-    def on_budget_exceeded(self, processor: BudgetSpanProcessor) -> None:
-        with self._lock:
-            self.exceeded += 1
-
-
 @pytest.fixture
-def reader() -> InMemoryMetricReader:
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def meter_provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
-    provider = MeterProvider(metric_readers=[reader])
-    yield provider
-    provider.shutdown()
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def make(
-    meter_provider: MeterProvider, recorder: Recorder
-) -> Iterator[Callable[..., BudgetSpanProcessor]]:
-    """Builds processors wired to the recorder; shuts them down so none outlives its test."""
-    made: list[BudgetSpanProcessor] = []
+def make(providers: Telemetry, make_budget: Any) -> Callable[..., BudgetSpanProcessor]:
+    """``make_budget``, reporting its gauges to the in-memory metrics."""
 
     def build(budget: float = 1.0, **kwargs: Any) -> BudgetSpanProcessor:
-        kwargs.setdefault("meter_provider", meter_provider)
-        kwargs.setdefault("on_threshold", recorder.on_threshold)
-        kwargs.setdefault("on_budget_exceeded", recorder.on_budget_exceeded)
-        processor = BudgetSpanProcessor(budget, **kwargs)
-        made.append(processor)
+        kwargs.setdefault("meter_provider", providers.meter_provider)
+        processor: BudgetSpanProcessor = make_budget(budget, **kwargs)
         return processor
 
-    yield build
-    for processor in made:
-        processor.shutdown()
+    return build
 
 
-def gauge(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, Any]], float]:
+def gauge(telemetry: Telemetry, name: str) -> dict[frozenset[tuple[str, Any]], float]:
     points: dict[frozenset[tuple[str, Any]], float] = {}
-    data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    assert metric.unit == "USD"
-                    for point in metric.data.data_points:
-                        points[frozenset(point.attributes.items())] = point.value
+    for metric in telemetry.metrics(name):
+        assert metric.unit == "USD"
+        for point in metric.data.data_points:
+            points[frozenset(point.attributes.items())] = point.value
     return points
 
 
@@ -170,19 +112,17 @@ def test_from_settings_builds_what_the_environment_asks_for() -> None:
         processor.shutdown()
 
 
-def test_from_settings_without_thresholds_uses_the_defaults(
-    meter_provider: MeterProvider, reader: InMemoryMetricReader
-) -> None:
+def test_from_settings_without_thresholds_uses_the_defaults(providers: Telemetry) -> None:
     settings = config.from_env({"SPENDMETER_BUDGET_USD": "5"}).budget
     assert settings is not None
-    processor = BudgetSpanProcessor.from_settings(settings, meter_provider=meter_provider)
+    processor = BudgetSpanProcessor.from_settings(settings, meter_provider=providers.meter_provider)
     try:
         assert processor.thresholds == (0.5, 0.8, 1.0)
         assert not processor.raise_on_budget
         assert processor.window is None
         assert processor.scope is None
         assert processor.name == "default"
-        assert gauge(reader, "spendmeter.budget.limit") == {labels(name="default"): 5.0}
+        assert gauge(providers, "spendmeter.budget.limit") == {labels(name="default"): 5.0}
     finally:
         processor.shutdown()
 
@@ -220,7 +160,7 @@ def test_history_keeps_only_the_latest_calls(make: Any) -> None:
     assert processor.request_count == HISTORY_SIZE + 5
 
 
-def test_reset_forgets_spend_history_and_alerts(make: Any, recorder: Recorder) -> None:
+def test_reset_forgets_spend_history_and_alerts(make: Any, alerts: Alerts) -> None:
     processor = make(1.0, thresholds=(0.5,))
     call(processor, 2.0)
     processor.reset()
@@ -232,38 +172,38 @@ def test_reset_forgets_spend_history_and_alerts(make: Any, recorder: Recorder) -
     assert not processor.budget_exceeded
 
     call(processor, 2.0)
-    assert recorder.thresholds == [0.5, 0.5]
-    assert recorder.exceeded == 2
+    assert alerts.fractions == [0.5, 0.5]
+    assert len(alerts.exceeded) == 2
 
 
 # --- alerts ---------------------------------------------------------------------------------
 
 
 def test_each_threshold_fires_once_with_callback_log_and_gauges(
-    make: Any, recorder: Recorder, reader: InMemoryMetricReader, caplog: pytest.LogCaptureFixture
+    make: Any, alerts: Alerts, providers: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     processor = make(1.0, name="team-a")
     caplog.set_level(logging.WARNING, logger="spendmeter")
 
     call(processor, 0.25)
-    assert recorder.thresholds == []
-    assert gauge(reader, "spendmeter.budget.spent") == {labels(name="team-a"): 0.25}
-    assert gauge(reader, "spendmeter.budget.limit") == {labels(name="team-a"): 1.0}
+    assert alerts.fractions == []
+    assert gauge(providers, "spendmeter.budget.spent") == {labels(name="team-a"): 0.25}
+    assert gauge(providers, "spendmeter.budget.limit") == {labels(name="team-a"): 1.0}
 
     call(processor, 0.25)  # 50%
     call(processor, 0.125)
     call(processor, 0.25)  # 87.5%: passes 80%
     call(processor, 0.125)  # 100% reached, not passed
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 0
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert alerts.exceeded == []
     assert not processor.budget_exceeded
 
     call(processor, 0.125)  # passes the budget
     call(processor, 0.125)
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
     assert processor.budget_exceeded
-    assert gauge(reader, "spendmeter.budget.spent") == {labels(name="team-a"): 1.25}
+    assert gauge(providers, "spendmeter.budget.spent") == {labels(name="team-a"): 1.25}
 
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("spendmeter")]
     assert len(warnings) == 4
@@ -273,21 +213,21 @@ def test_each_threshold_fires_once_with_callback_log_and_gauges(
     assert "exceeds" in warnings[3]
 
 
-def test_several_thresholds_crossed_by_one_call_all_fire(make: Any, recorder: Recorder) -> None:
+def test_several_thresholds_crossed_by_one_call_all_fire(make: Any, alerts: Alerts) -> None:
     processor = make(1.0)
     call(processor, 2.0)
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
-def test_float_rounding_does_not_hide_or_fake_a_crossing(make: Any, recorder: Recorder) -> None:
+def test_float_rounding_does_not_hide_or_fake_a_crossing(make: Any, alerts: Alerts) -> None:
     processor = make(1.0, thresholds=(0.8, 1.0), raise_on_budget=True)
     for _ in range(8):
         call(processor, 0.1)  # 0.7999999999999999 in floats
-    assert recorder.thresholds == [0.8]
+    assert alerts.fractions == [0.8]
     call(processor, 0.1)
     call(processor, 0.1)  # 0.9999999999999999: the budget reached, not passed
-    assert recorder.thresholds == [0.8, 1.0]
+    assert alerts.fractions == [0.8, 1.0]
     assert not processor.budget_exceeded
     with pytest.raises(BudgetExceededError):
         call(processor, 0.1)
@@ -301,30 +241,27 @@ def test_spend_equal_to_the_budget_up_to_rounding_does_not_pass_it(make: Any) ->
     processor.before_call(CHAT)
 
 
-def test_a_zero_budget_is_passed_by_the_first_priced_call_only(
-    make: Any, recorder: Recorder
-) -> None:
+def test_a_zero_budget_is_passed_by_the_first_priced_call_only(make: Any, alerts: Alerts) -> None:
     processor = make(0.0)
     call(processor, None)
     call(processor, 0.0)  # a priced model that costs nothing
-    assert recorder.thresholds == []
-    assert recorder.exceeded == 0
+    assert alerts.fractions == []
+    assert alerts.exceeded == []
     call(processor, 0.001)
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
-def test_a_threshold_crossing_adds_an_event_to_the_current_span(make: Any) -> None:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+def test_a_threshold_crossing_adds_an_event_to_the_current_span(
+    make: Any, providers: Telemetry
+) -> None:
     processor = make(1.0, name="ops", thresholds=(0.5,))
-    tracer = tracer_provider.get_tracer("test")
+    tracer = providers.tracer_provider.get_tracer("test")
 
     with tracer.start_as_current_span("chat gpt-4o-mini"):
         call(processor, 0.5)
 
-    (span,) = exporter.get_finished_spans()
+    span = providers.span()
     (event,) = span.events
     assert event.name == "spendmeter.budget.threshold"
     assert dict(event.attributes or {}) == {
@@ -333,7 +270,6 @@ def test_a_threshold_crossing_adds_an_event_to_the_current_span(make: Any) -> No
         "spendmeter.budget.spent": 0.5,
         "spendmeter.budget.limit": 1.0,
     }
-    tracer_provider.shutdown()
 
 
 def test_a_callback_that_raises_is_logged_and_swallowed(
@@ -377,7 +313,7 @@ def test_a_callback_may_call_back_into_the_processor(make: Any) -> None:
 
 
 def test_raise_on_budget_raises_on_the_crossing_call_then_refuses(
-    make: Any, recorder: Recorder
+    make: Any, alerts: Alerts
 ) -> None:
     processor = make(1.0, raise_on_budget=True)
     call(processor, 0.75)
@@ -388,7 +324,7 @@ def test_raise_on_budget_raises_on_the_crossing_call_then_refuses(
     assert crossing.value.budget == 1.0
     assert crossing.value.total_cost == 1.5
     assert crossing.value.response is None  # the instrumentor attaches the paid-for response
-    assert recorder.exceeded == 1
+    assert len(alerts.exceeded) == 1
 
     for _ in range(3):
         with pytest.raises(BudgetExceededError) as refused:
@@ -397,15 +333,15 @@ def test_raise_on_budget_raises_on_the_crossing_call_then_refuses(
         assert refused.value.response is None
     assert processor.request_count == 3
     assert processor.total_cost == 1.5
-    assert recorder.exceeded == 1
+    assert len(alerts.exceeded) == 1
 
 
-def test_alert_mode_never_raises(make: Any, recorder: Recorder) -> None:
+def test_alert_mode_never_raises(make: Any, alerts: Alerts) -> None:
     processor = make(1.0)
     for _ in range(5):
         call(processor, 1.0)
     assert processor.total_cost == 5.0
-    assert recorder.exceeded == 1
+    assert len(alerts.exceeded) == 1
 
 
 def test_an_unpriced_call_is_refused_too_once_the_budget_is_passed(make: Any) -> None:
@@ -430,7 +366,7 @@ def test_an_unpriced_call_is_refused_too_once_the_budget_is_passed(make: Any) ->
 )
 def test_a_window_boundary_resets_spend_alerts_and_refusal(
     make: Any,
-    recorder: Recorder,
+    alerts: Alerts,
     window: str,
     start: datetime,
     same_window: datetime,
@@ -451,10 +387,10 @@ def test_a_window_boundary_resets_spend_alerts_and_refusal(
     assert processor.request_count == 0
     assert not processor.budget_exceeded
     call(processor, 0.5)  # allowed again
-    assert recorder.thresholds == [0.5, 0.5]
+    assert alerts.fractions == [0.5, 0.5]
     with pytest.raises(BudgetExceededError):
         call(processor, 0.75)
-    assert recorder.exceeded == 2
+    assert len(alerts.exceeded) == 2
     # history is a log of calls and spans windows
     assert [r.timestamp for r in processor.history] == [start, next_window, next_window]
 
@@ -484,7 +420,7 @@ def test_a_late_clock_reading_never_moves_the_window_back(make: Any) -> None:
 
 
 def test_each_scope_value_has_its_own_budget(
-    make: Any, recorder: Recorder, reader: InMemoryMetricReader
+    make: Any, alerts: Alerts, providers: Telemetry
 ) -> None:
     processor = make(1.0, scope="user.id", raise_on_budget=True, thresholds=(0.5,))
     call(processor, 0.75, **{"user.id": "alice"})
@@ -505,9 +441,9 @@ def test_each_scope_value_has_its_own_budget(
     assert processor.total_cost == 2.25
     assert processor.request_count == 4
     assert processor.budget_exceeded
-    assert recorder.thresholds == [0.5, 0.5]  # alice and bob, once each
-    assert recorder.exceeded == 1
-    assert gauge(reader, "spendmeter.budget.spent") == {
+    assert alerts.fractions == [0.5, 0.5]  # alice and bob, once each
+    assert len(alerts.exceeded) == 1
+    assert gauge(providers, "spendmeter.budget.spent") == {
         labels(name="default"): 0.25,
         labels(name="default", scope="alice"): 1.25,
         labels(name="default", scope="bob"): 0.75,
@@ -536,7 +472,7 @@ def eager_thread_switching() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("eager_thread_switching")
-def test_sixteen_threads_racing_in_alert_mode_count_exactly(make: Any, recorder: Recorder) -> None:
+def test_sixteen_threads_racing_in_alert_mode_count_exactly(make: Any, alerts: Alerts) -> None:
     processor = make(100.0)
     threads, calls_each = 16, 100  # 200 USD in all: twice the budget
     barrier = threading.Barrier(threads)
@@ -554,12 +490,12 @@ def test_sixteen_threads_racing_in_alert_mode_count_exactly(make: Any, recorder:
 
     assert processor.total_cost == threads * calls_each * COST
     assert processor.request_count == threads * calls_each
-    assert sorted(recorder.thresholds) == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert sorted(alerts.fractions) == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
 @pytest.mark.usefixtures("eager_thread_switching")
-def test_sixteen_threads_racing_past_a_raising_budget(make: Any, recorder: Recorder) -> None:
+def test_sixteen_threads_racing_past_a_raising_budget(make: Any, alerts: Alerts) -> None:
     processor = make(10.0, raise_on_budget=True)
     threads = 16
     barrier = threading.Barrier(threads)
@@ -595,12 +531,12 @@ def test_sixteen_threads_racing_past_a_raising_budget(make: Any, recorder: Recor
     assert processor.total_cost == outcome["paid"] * COST
     # Overshoot is bounded by the calls in flight when the budget was passed.
     assert 10.0 < processor.total_cost <= 10.0 + threads * COST
-    assert sorted(recorder.thresholds) == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert sorted(alerts.fractions) == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
 async def test_five_hundred_tasks_racing_in_alert_mode_count_exactly(
-    make: Any, recorder: Recorder
+    make: Any, alerts: Alerts
 ) -> None:
     processor = make(40.0)
 
@@ -613,13 +549,11 @@ async def test_five_hundred_tasks_racing_in_alert_mode_count_exactly(
 
     assert processor.total_cost == 500 * COST
     assert processor.request_count == 500
-    assert recorder.thresholds == [0.5, 0.8, 1.0]
-    assert recorder.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
 
 
-async def test_five_hundred_tasks_racing_past_a_raising_budget(
-    make: Any, recorder: Recorder
-) -> None:
+async def test_five_hundred_tasks_racing_past_a_raising_budget(make: Any, alerts: Alerts) -> None:
     processor = make(20.0, raise_on_budget=True)
     in_flight = asyncio.Semaphore(25)
     outcome = {"paid": 0, "crossing": 0, "refused": 0}
@@ -645,19 +579,16 @@ async def test_five_hundred_tasks_racing_past_a_raising_budget(
     assert outcome["refused"] > 0
     assert processor.total_cost == outcome["paid"] * COST
     assert 20.0 < processor.total_cost <= 20.0 + 25 * COST
-    assert recorder.exceeded == 1
+    assert len(alerts.exceeded) == 1
 
 
 # --- life with a TracerProvider -------------------------------------------------------------
 
 
-def test_processors_after_the_budget_still_get_every_span(make: Any) -> None:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
+def test_processors_after_the_budget_still_get_every_span(make: Any, make_telemetry: Any) -> None:
     processor = make(0.5, raise_on_budget=True)
-    tracer_provider.add_span_processor(processor)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = tracer_provider.get_tracer("test")
+    telemetry = make_telemetry(first=lambda _: processor)  # the exporter comes after it
+    tracer = telemetry.tracer_provider.get_tracer("test")
 
     with tracer.start_as_current_span("chat gpt-4o-mini"):
         call(processor, 0.25)
@@ -666,37 +597,34 @@ def test_processors_after_the_budget_still_get_every_span(make: Any) -> None:
     with pytest.raises(BudgetExceededError), tracer.start_as_current_span("chat gpt-4o-mini"):
         call(processor, 0.5)  # refused
 
-    assert len(exporter.get_finished_spans()) == 3
-    tracer_provider.shutdown()
+    assert len(telemetry.spans()) == 3
 
 
 def test_shutting_down_the_tracer_provider_detaches_the_budget(
-    make: Any, reader: InMemoryMetricReader
+    make: Any, providers: Telemetry
 ) -> None:
     processor = make(1.0, name="gone")
-    tracer_provider = TracerProvider()
+    tracer_provider = providers.tracer_provider
     tracer_provider.add_span_processor(processor)
     assert _listeners.budgets_of(tracer_provider) == (processor,)
 
     tracer_provider.shutdown()
 
     assert _listeners.budgets_of(tracer_provider) == ()
-    assert labels(name="gone") not in gauge(reader, "spendmeter.budget.spent")
+    assert labels(name="gone") not in gauge(providers, "spendmeter.budget.spent")
 
 
-def test_two_budgets_on_one_meter_provider_both_report(
-    make: Any, reader: InMemoryMetricReader
-) -> None:
+def test_two_budgets_on_one_meter_provider_both_report(make: Any, providers: Telemetry) -> None:
     daily = make(1.0, name="daily", window="day")
     monthly = make(20.0, name="monthly", window="month")
     call(daily, 0.25)
     call(monthly, 0.5)
 
-    assert gauge(reader, "spendmeter.budget.spent") == {
+    assert gauge(providers, "spendmeter.budget.spent") == {
         labels(name="daily"): 0.25,
         labels(name="monthly"): 0.5,
     }
-    assert gauge(reader, "spendmeter.budget.limit") == {
+    assert gauge(providers, "spendmeter.budget.limit") == {
         labels(name="daily"): 1.0,
         labels(name="monthly"): 20.0,
     }

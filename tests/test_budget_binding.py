@@ -7,69 +7,47 @@ from typing import Any
 import litellm
 import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.sdk.trace import TracerProvider
 
-from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
-from tests.conftest import MESSAGES, FakeProvider
+from spendmeter import BudgetExceededError, BudgetSpanProcessor
+from tests._support import (
+    FAKE_MODEL,
+    FAKE_PRICES,
+    MESSAGES,
+    FakeProvider,
+    Telemetry,
+    ask_fake,
+    exceeded_budget,
+    fake_call_cost,
+)
 
-FAKE_MODEL = "fakellm/fake-model"
-PRICES = {FAKE_MODEL: {"input_cost_per_token": 1e-3, "output_cost_per_token": 2e-3}}
-ONE_CALL = 12 * 1e-3 + 7 * 2e-3  # the fake provider's usage at PRICES
-
-
-def ask() -> Any:
-    return litellm.completion(model=FAKE_MODEL, messages=MESSAGES)
-
-
-@pytest.fixture
-def instrumented() -> Any:
-    """``instrumented(provider)``: LiteLLM instrumented with that tracer provider."""
-    instrumentor = LiteLLMInstrumentor()
-
-    def _instrument(provider: TracerProvider) -> LiteLLMInstrumentor:
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
-        instrumentor.instrument(tracer_provider=provider, pricing=PRICES)
-        return instrumentor
-
-    yield _instrument
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-
-
-def exceeded_budget() -> BudgetSpanProcessor:
-    budget = BudgetSpanProcessor(0.0, raise_on_budget=True, thresholds=(1.0,))
-    with pytest.raises(BudgetExceededError):
-        budget.after_call({"gen_ai.request.model": FAKE_MODEL}, 0.01, None)  # type: ignore[arg-type]
-    assert budget.budget_exceeded
-    return budget
+ONE_CALL = fake_call_cost()  # the fake provider's usage at FAKE_PRICES
 
 
 def test_a_budget_never_added_to_a_provider_governs_nothing(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, fake_provider: FakeProvider
 ) -> None:
     stray = exceeded_budget()
-    instrumented(TracerProvider())
+    instrument(pricing=FAKE_PRICES)
 
-    ask()
+    ask_fake()
 
     assert fake_provider.requests == 1
     assert stray.request_count == 1  # only the call it was fed by hand above
 
 
 def test_a_budget_counts_only_its_own_providers_calls(
-    instrumented: Any, fake_provider: FakeProvider
+    make_telemetry: Any, instrument: Any, fake_provider: FakeProvider
 ) -> None:
-    on_a, on_b = TracerProvider(), TracerProvider()
+    on_a, on_b = make_telemetry(), make_telemetry()
     budget_a, budget_b = BudgetSpanProcessor(1.0), BudgetSpanProcessor(1.0)
-    on_a.add_span_processor(budget_a)
-    on_b.add_span_processor(budget_b)
+    on_a.tracer_provider.add_span_processor(budget_a)
+    on_b.tracer_provider.add_span_processor(budget_b)
 
-    instrumented(on_a)
-    ask()
-    ask()
-    instrumented(on_b)
-    ask()
+    instrument(on_a, pricing=FAKE_PRICES)
+    ask_fake()
+    ask_fake()
+    instrument(on_b, pricing=FAKE_PRICES)
+    ask_fake()
 
     assert budget_a.request_count == 2
     assert budget_a.total_cost == pytest.approx(2 * ONE_CALL)
@@ -78,49 +56,46 @@ def test_a_budget_counts_only_its_own_providers_calls(
 
 
 def test_uninstrument_detaches_an_exceeded_budget(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(exceeded_budget())
-    instrumented(provider)
+    providers.tracer_provider.add_span_processor(exceeded_budget())
+    instrument(pricing=FAKE_PRICES)
     with pytest.raises(BudgetExceededError):
-        ask()
+        ask_fake()
 
-    instrumented(provider)  # uninstrument, then a fresh instrument
-    ask()
+    instrument(pricing=FAKE_PRICES)  # uninstrument, then a fresh instrument
+    ask_fake()
 
     assert fake_provider.requests == 1
 
 
 def test_shutting_down_the_provider_detaches_its_budget(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
-    provider = TracerProvider()
     budget = exceeded_budget()
-    provider.add_span_processor(budget)
-    instrumented(provider)
+    providers.tracer_provider.add_span_processor(budget)
+    instrument(pricing=FAKE_PRICES)
 
-    provider.shutdown()
-    ask()
+    providers.tracer_provider.shutdown()
+    ask_fake()
 
     assert fake_provider.requests == 1
     assert not budget.governs
 
 
 def test_suppressed_calls_are_still_counted_and_capped(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
-    provider = TracerProvider()
     budget = BudgetSpanProcessor(1.5 * ONE_CALL, raise_on_budget=True, thresholds=(1.0,))
-    provider.add_span_processor(budget)
-    instrumented(provider)
+    providers.tracer_provider.add_span_processor(budget)
+    instrument(pricing=FAKE_PRICES)
 
     with suppress_instrumentation():
-        ask()
+        ask_fake()
         with pytest.raises(BudgetExceededError) as crossing:
-            ask()
+            ask_fake()
         with pytest.raises(BudgetExceededError) as refused:
-            ask()
+            ask_fake()
 
     assert fake_provider.requests == 2
     assert budget.total_cost == pytest.approx(2 * ONE_CALL)
@@ -129,12 +104,11 @@ def test_suppressed_calls_are_still_counted_and_capped(
 
 
 async def test_an_async_call_is_counted_by_its_providers_budget(
-    instrumented: Any, fake_provider: FakeProvider
+    instrument: Any, providers: Telemetry, fake_provider: FakeProvider
 ) -> None:
-    provider = TracerProvider()
     budget = BudgetSpanProcessor(1.0)
-    provider.add_span_processor(budget)
-    instrumented(provider)
+    providers.tracer_provider.add_span_processor(budget)
+    instrument(pricing=FAKE_PRICES)
 
     await litellm.acompletion(model=FAKE_MODEL, messages=MESSAGES)
 

@@ -9,54 +9,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import re
-import subprocess
-import sys
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import litellm
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 
-from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
-from tests.conftest import MESSAGES, FakeProvider, Telemetry
+from tests._support import (
+    ANSWER,
+    FAKE_MODEL,
+    FAKE_PRICES,
+    MESSAGES,
+    Alerts,
+    FakeProvider,
+    Telemetry,
+    ask_fake,
+    budget_first,
+    chat,
+    fake_call_cost,
+    run_instrumented,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-FAKE_MODEL = "fakellm/fake-model"
-FAKE_PRICES = {FAKE_MODEL: {"input_cost_per_token": 1e-3, "output_cost_per_token": 2e-3}}
-ANSWER = "Spend adds up one token at a time."
 BUDGET_LOGGER = "spendmeter.budget"
-
-
-def fake_call_cost(provider: FakeProvider) -> float:
-    """What one call to the fake provider costs at ``FAKE_PRICES``."""
-    assert provider.usage is not None
-    prices = FAKE_PRICES[FAKE_MODEL]
-    return (
-        provider.usage["prompt_tokens"] * prices["input_cost_per_token"]
-        + provider.usage["completion_tokens"] * prices["output_cost_per_token"]
-    )
-
-
-def ask_fake(**kwargs: Any) -> Any:
-    return litellm.completion(model=FAKE_MODEL, messages=MESSAGES, **kwargs)
-
-
-def ask_mocked(**kwargs: Any) -> Any:
-    kwargs.setdefault("mock_response", ANSWER)
-    return litellm.completion(model="gpt-4o-mini", messages=MESSAGES, **kwargs)
 
 
 def cost_of(span: ReadableSpan) -> float:
@@ -78,60 +60,26 @@ def assert_refused(span: ReadableSpan) -> None:
     assert sc.GEN_AI_USAGE_INPUT_TOKENS not in span.attributes
 
 
-class Recorder:
-    """The budget's callbacks, as they were called."""
-
-    def __init__(self) -> None:
-        self.thresholds: list[tuple[float, float]] = []
-        self.exceeded: list[float] = []
-
-    def on_threshold(self, fraction: float, processor: BudgetSpanProcessor) -> None:
-        self.thresholds.append((fraction, processor.total_cost))
-
-    def on_budget_exceeded(self, processor: BudgetSpanProcessor) -> None:
-        self.exceeded.append(processor.total_cost)
-
-
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def budgeted(recorder: Recorder) -> Iterator[Any]:
+def budgeted(make_telemetry: Any, instrument: Any, alerts: Alerts) -> Any:
     """``budgeted(budget, sampler=..., **processor_options)``: an instrumented LiteLLM whose
     tracer provider holds the budget processor first and an in-memory exporter after it."""
-    made: list[tuple[LiteLLMInstrumentor, Telemetry]] = []
 
     def _budgeted(
         budget: float, *, sampler: Any = None, **options: Any
     ) -> tuple[BudgetSpanProcessor, Telemetry]:
-        reader = InMemoryMetricReader()
-        meter_provider = MeterProvider(metric_readers=[reader])
-        tracer_provider = TracerProvider(sampler=sampler)  # None: the SDK default
-        processor = BudgetSpanProcessor(
+        first = budget_first(
             budget,
-            on_threshold=recorder.on_threshold,
-            on_budget_exceeded=recorder.on_budget_exceeded,
-            meter_provider=meter_provider,
+            on_threshold=alerts.on_threshold,
+            on_budget_exceeded=alerts.on_budget_exceeded,
             **options,
         )
-        tracer_provider.add_span_processor(processor)
-        exporter = InMemorySpanExporter()
-        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        instrumentor = LiteLLMInstrumentor()
-        instrumentor.instrument(
-            tracer_provider=tracer_provider, meter_provider=meter_provider, pricing=FAKE_PRICES
-        )
-        telemetry = Telemetry(exporter, reader, tracer_provider, meter_provider)
-        made.append((instrumentor, telemetry))
-        return processor, telemetry
+        # Shut down after the test, which shuts the budget down: it stops listening.
+        telemetry: Telemetry = make_telemetry(sampler=sampler, first=first)
+        instrument(telemetry, pricing=FAKE_PRICES)
+        return telemetry.budget, telemetry
 
-    yield _budgeted
-    for instrumentor, telemetry in made:
-        instrumentor.uninstrument()
-        telemetry.tracer_provider.shutdown()  # shuts the budget down: it stops listening
-        telemetry.meter_provider.shutdown()
+    return _budgeted
 
 
 # --- spend is counted for every call ------------------------------------------------------
@@ -143,8 +91,8 @@ async def test_spend_is_counted_for_every_priced_call_when_no_trace_is_sampled(
     processor, telemetry = budgeted(1.0, sampler=ALWAYS_OFF)
 
     responses = [
-        ask_mocked(),
-        ask_mocked(mock_response="A longer answer, so that this call costs more than the first."),
+        chat(),
+        chat(mock_response="A longer answer, so that this call costs more than the first."),
         await litellm.acompletion(model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER),
         litellm.embedding(model="text-embedding-3-small", input=["spend"], mock_response=[0.1]),
     ]
@@ -160,7 +108,7 @@ async def test_spend_is_counted_for_every_priced_call_when_no_trace_is_sampled(
 def test_the_hard_stop_holds_when_no_trace_is_sampled(
     budgeted: Any, fake_provider: FakeProvider
 ) -> None:
-    cost = fake_call_cost(fake_provider)
+    cost = fake_call_cost()
     processor, telemetry = budgeted(1.5 * cost, sampler=ALWAYS_OFF, raise_on_budget=True)
 
     ask_fake()
@@ -182,7 +130,7 @@ def test_the_hard_stop_holds_when_no_trace_is_sampled(
 async def test_the_crossing_call_raises_with_its_response_then_later_calls_never_leave(
     budgeted: Any, fake_provider: FakeProvider
 ) -> None:
-    cost = fake_call_cost(fake_provider)
+    cost = fake_call_cost()
     processor, telemetry = budgeted(2.5 * cost, raise_on_budget=True)
 
     ask_fake()
@@ -228,7 +176,7 @@ def test_a_stream_that_crosses_the_budget_is_delivered_whole_then_the_next_call_
 ) -> None:
     processor, telemetry = budgeted(1e-9, raise_on_budget=True)
 
-    stream = ask_mocked(stream=True, stream_options={"include_usage": True})
+    stream = chat(stream=True, stream_options={"include_usage": True})
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
 
     assert text == ANSWER
@@ -273,10 +221,10 @@ async def test_an_async_stream_that_crosses_the_budget_is_delivered_whole(
 def test_each_threshold_alerts_once_through_callback_log_span_event_and_gauges(
     budgeted: Any,
     fake_provider: FakeProvider,
-    recorder: Recorder,
+    alerts: Alerts,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cost = fake_call_cost(fake_provider)
+    cost = fake_call_cost()
     budget = 0.1
     assert 2 * cost >= 0.5 * budget > cost and 4 * cost > budget > 3 * cost  # the plan below
     processor, telemetry = budgeted(budget)
@@ -287,12 +235,12 @@ def test_each_threshold_alerts_once_through_callback_log_span_event_and_gauges(
     assert all(response.choices[0].message.content == "ok" for response in responses)
     spans = telemetry.spans()
     assert [threshold_events(span) for span in spans] == [[], [0.5], [], [0.8, 1.0], [], []]
-    assert recorder.thresholds == [
+    assert alerts.thresholds == [
         (0.5, pytest.approx(2 * cost)),
         (0.8, pytest.approx(4 * cost)),
         (1.0, pytest.approx(4 * cost)),
     ]
-    assert recorder.exceeded == [pytest.approx(4 * cost)]
+    assert alerts.exceeded == [pytest.approx(4 * cost)]
     warnings = [r.getMessage() for r in caplog.records if r.name == BUDGET_LOGGER]
     assert len(warnings) == 4
     assert [re.findall(r"reached (\d+)%", warning) for warning in warnings[:3]] == [
@@ -319,7 +267,7 @@ def test_each_threshold_alerts_once_through_callback_log_span_event_and_gauges(
 def assert_raced_past_the_budget_exactly(
     processor: BudgetSpanProcessor,
     telemetry: Telemetry,
-    recorder: Recorder,
+    alerts: Alerts,
     stops: list[BudgetExceededError],
     workers: int,
 ) -> None:
@@ -343,19 +291,15 @@ def assert_raced_past_the_budget_exactly(
     most = max(cost_of(span) for span in priced)
     assert processor.budget < processor.total_cost <= processor.budget + workers * most
 
-    assert sorted(fraction for fraction, _ in recorder.thresholds) == [0.5, 0.8, 1.0]
-    assert len(recorder.exceeded) == 1
+    assert sorted(fraction for fraction, _ in alerts.thresholds) == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
     events = sorted(fraction for span in spans for fraction in threshold_events(span))
     assert events == [0.5, 0.8, 1.0]
 
 
 def unit_cost() -> float:
     """What one mocked gpt-4o-mini call costs, from LiteLLM's own price map."""
-    return litellm.completion_cost(
-        completion_response=litellm.completion(
-            model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER
-        )
-    )
+    return litellm.completion_cost(completion_response=chat())
 
 
 def race_until_stopped(workers: int, spend: Callable[[], object]) -> list[BudgetExceededError]:
@@ -381,17 +325,17 @@ def race_until_stopped(workers: int, spend: Callable[[], object]) -> list[Budget
     return stops
 
 
-def test_sixteen_threads_racing_past_the_budget(budgeted: Any, recorder: Recorder) -> None:
+def test_sixteen_threads_racing_past_the_budget(budgeted: Any, alerts: Alerts) -> None:
     workers = 16
     processor, telemetry = budgeted(200.5 * unit_cost(), raise_on_budget=True)
 
-    stops = race_until_stopped(workers, ask_mocked)
+    stops = race_until_stopped(workers, chat)
 
-    assert_raced_past_the_budget_exactly(processor, telemetry, recorder, stops, workers)
+    assert_raced_past_the_budget_exactly(processor, telemetry, alerts, stops, workers)
 
 
 @pytest.mark.slow
-async def test_five_hundred_tasks_racing_past_the_budget(budgeted: Any, recorder: Recorder) -> None:
+async def test_five_hundred_tasks_racing_past_the_budget(budgeted: Any, alerts: Alerts) -> None:
     workers = 500
     processor, telemetry = budgeted(800.5 * unit_cost(), raise_on_budget=True)
     stops: list[BudgetExceededError] = []
@@ -408,7 +352,7 @@ async def test_five_hundred_tasks_racing_past_the_budget(budgeted: Any, recorder
 
     await asyncio.gather(*(spend_until_stopped() for _ in range(workers)))
 
-    assert_raced_past_the_budget_exactly(processor, telemetry, recorder, stops, workers)
+    assert_raced_past_the_budget_exactly(processor, telemetry, alerts, stops, workers)
 
 
 # --- budgets per user or per team ---------------------------------------------------------
@@ -430,7 +374,7 @@ def test_one_exhausted_scope_value_is_refused_while_another_goes_through(
     tag: Any,
 ) -> None:
     monkeypatch.setenv("SPENDMETER_METADATA_KEYS", "team")  # read at instrument time
-    cost = fake_call_cost(fake_provider)
+    cost = fake_call_cost()
     processor, telemetry = budgeted(1.5 * cost, raise_on_budget=True, scope=scope)
 
     ask_fake(**tag("search"))
@@ -465,7 +409,7 @@ def budget_env(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
 def test_budget_variables_install_a_raising_budget(
     instrument: Any, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cost = fake_call_cost(fake_provider)
+    cost = fake_call_cost()
     budget = 2.7 * cost
     budget_env(monkeypatch, USD=repr(budget), ACTION="raise", THRESHOLDS="0.3,1", WINDOW="day")
     telemetry = instrument(pricing=FAKE_PRICES)
@@ -494,7 +438,7 @@ def test_budget_variables_install_an_alerting_budget(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    budget_env(monkeypatch, USD=repr(0.5 * fake_call_cost(fake_provider)), ACTION="alert")
+    budget_env(monkeypatch, USD=repr(0.5 * fake_call_cost()), ACTION="alert")
     telemetry = instrument(pricing=FAKE_PRICES)
 
     with caplog.at_level(logging.WARNING, logger=BUDGET_LOGGER):
@@ -533,30 +477,8 @@ def test_a_bad_budget_variable_fails_instrument_naming_it_and_patches_nothing(
     with pytest.raises(ConfigError, match=re.escape(f"{variable}={value!r} is not valid")):
         instrument()
 
-    ask_mocked()
+    chat()
     assert providers.spans() == []  # LiteLLM was left as it was
-
-
-def run_instrumented(script: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python <script>`` under ``opentelemetry-instrument``, offline and quiet."""
-    environment = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        **env,
-    }
-    command = [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable]
-    return subprocess.run(
-        [*command, *script],
-        env=environment,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.integration
@@ -566,6 +488,7 @@ def test_the_demo_app_is_stopped_by_its_budget_under_opentelemetry_instrument() 
 
     done = run_instrumented(
         ["examples/budget_demo.py"],
+        timeout=60,
         SPENDMETER_BUDGET_USD=repr(budget),
         SPENDMETER_BUDGET_ACTION="raise",
     )
@@ -587,7 +510,7 @@ def test_a_bad_budget_variable_is_reported_at_start_up_under_opentelemetry_instr
         "print('patched:', isinstance(litellm.completion, wrapt.ObjectProxy))"
     )
 
-    done = run_instrumented(["-c", app], SPENDMETER_BUDGET_USD="-1")
+    done = run_instrumented(["-c", app], timeout=60, SPENDMETER_BUDGET_USD="-1")
 
     # opentelemetry-instrument logs an instrumentor's error and runs the app uninstrumented.
     assert "SPENDMETER_BUDGET_USD='-1' is not valid" in done.stderr
@@ -627,7 +550,7 @@ def test_reserve_needs_a_budget_that_raises() -> None:
 def test_a_call_whose_worst_case_does_not_fit_is_refused_before_it_is_sent(
     budgeted: Any, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cost, worst = fake_call_cost(fake_provider), fake_worst_case(20)
+    cost, worst = fake_call_cost(), fake_worst_case(20)
     budget = 0.09
     assert cost + worst <= budget < 2 * cost + worst  # the plan below
     processor, telemetry = budgeted(budget, raise_on_budget=True, reserve=True)
@@ -677,7 +600,7 @@ def test_a_stream_holds_its_reservation_until_it_ends(budgeted: Any) -> None:
     processor, _ = budgeted(1.0, raise_on_budget=True, reserve=True)
 
     def stream() -> Any:
-        return ask_mocked(stream=True, stream_options={"include_usage": True}, max_tokens=50)
+        return chat(stream=True, stream_options={"include_usage": True}, max_tokens=50)
 
     whole = stream()
     next(whole)
@@ -724,13 +647,13 @@ def test_calls_whose_cost_has_no_bound_are_not_held_back(
 
 
 def test_sixteen_threads_racing_with_reservations_never_overspend(
-    budgeted: Any, recorder: Recorder
+    budgeted: Any, alerts: Alerts
 ) -> None:
     workers = 16
     processor, telemetry = budgeted(100 * unit_cost(), raise_on_budget=True, reserve=True)
 
     # A mocked answer is 20 tokens: with max_tokens=20 the worst case is the real cost.
-    stops = race_until_stopped(workers, lambda: ask_mocked(max_tokens=20))
+    stops = race_until_stopped(workers, lambda: chat(max_tokens=20))
 
     assert len(stops) == workers
     assert all(stop.response is None for stop in stops)  # every stop came before a request
@@ -740,4 +663,4 @@ def test_sixteen_threads_racing_with_reservations_never_overspend(
     assert processor.total_cost <= processor.budget
     assert not processor.budget_exceeded
     assert processor.reserved == 0
-    assert recorder.exceeded == []
+    assert alerts.exceeded == []

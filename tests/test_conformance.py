@@ -23,11 +23,11 @@ from typing import Any
 
 import litellm
 import pytest
-from litellm import ModelResponse, Usage
+from litellm import Usage
 
 from spendmeter import semconv as sc
 from spendmeter._litellm import prices_anything
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import COST_PARTS, MESSAGES, Telemetry, answer
 
 # A sweep over LiteLLM's price map: in `make test`, not in the fast `make check`.
 pytestmark = pytest.mark.slow
@@ -37,14 +37,8 @@ SAMPLE = int(os.environ.get("SPENDMETER_CONFORMANCE_SAMPLE", "25"))
 SEED = 11
 REL = 1e-9
 TIERS = ("priority", "flex")
+ANSWER = "The price, to the dollar."
 _THRESHOLD = re.compile(r"_above_(\d+)k_tokens")
-_PARTS = (
-    sc.SPENDMETER_COST_INPUT,
-    sc.SPENDMETER_COST_OUTPUT,
-    sc.SPENDMETER_COST_CACHE_READ,
-    sc.SPENDMETER_COST_CACHE_WRITE,
-    sc.SPENDMETER_COST_OTHER,
-)
 
 
 @dataclass(frozen=True)
@@ -139,20 +133,6 @@ def usage_shapes(model: Model) -> Iterator[tuple[str, Usage]]:
         )
 
 
-def answer(model: Model, usage: Usage) -> ModelResponse:
-    return ModelResponse(
-        model=model.key,
-        choices=[
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": "The price, to the dollar."},
-            }
-        ],
-        usage=usage,
-    )
-
-
 def expected_cost(response: Any, model: Model, tier: str | None) -> float | None:
     hidden = getattr(response, "_hidden_params", None) or {}
     if model.per_second() and hidden.get("response_cost") is not None:
@@ -190,7 +170,7 @@ def check(
         return
     if attributes[sc.SPENDMETER_PRICING_STATUS] != status:
         tally.differences.append(f"{label}: status {attributes[sc.SPENDMETER_PRICING_STATUS]}")
-    parts = [attributes[key] for key in _PARTS]
+    parts = [attributes[key] for key in COST_PARTS]
     if min(parts) < 0 or abs(sum(parts) - cost) > 1e-12 * max(cost, 1e-300):
         tally.differences.append(f"{label}: parts {parts} do not add up to {cost}")
 
@@ -242,7 +222,7 @@ def test_plain_calls_cost_what_litellm_says(
             model=model.key,
             custom_llm_provider=model.provider,
             messages=MESSAGES,
-            mock_response=answer(model, usage),
+            mock_response=answer(model.key, usage, content=ANSWER),
             **tier_kwargs(tier),
         )
         return response, sc.PRICING_PRICED
@@ -261,7 +241,7 @@ def test_streams_with_usage_cost_what_litellm_says(
                 model=model.key,
                 custom_llm_provider=model.provider,
                 messages=MESSAGES,
-                mock_response=answer(model, usage),
+                mock_response=answer(model.key, usage, content=ANSWER),
                 stream=True,
                 stream_options={"include_usage": True},
                 **tier_kwargs(tier),
@@ -287,7 +267,7 @@ def test_streams_without_usage_are_estimated_as_litellm_counts_them(
                 model=model.key,
                 custom_llm_provider=model.provider,
                 messages=MESSAGES,
-                mock_response=answer(model, usage),
+                mock_response=answer(model.key, usage, content=ANSWER),
                 stream=True,
                 **tier_kwargs(tier),
                 **location_kwargs(model),

@@ -11,7 +11,7 @@ import pytest
 from litellm import ModelResponse
 
 from spendmeter import semconv as sc
-from tests.conftest import Telemetry
+from tests._support import Telemetry, answer
 
 CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 TOOL_CALL = {
@@ -44,9 +44,7 @@ def consumed(result: Any) -> Any:
 
 def tool_call_answer() -> ModelResponse:
     message = {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
-    return ModelResponse(
-        model="gpt-4.1", choices=[{"index": 0, "finish_reason": "tool_calls", "message": message}]
-    )
+    return answer("gpt-4.1", message=message, finish_reason="tool_calls")
 
 
 def test_input_messages_follow_the_schema_with_tool_calls_and_their_answers(

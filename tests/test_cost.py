@@ -3,7 +3,6 @@ and never 0 for a model nobody priced."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections.abc import Iterator
@@ -12,23 +11,16 @@ from typing import Any
 
 import litellm
 import pytest
-from litellm import ModelResponse, Usage
+from litellm import Usage
 
 from spendmeter import semconv as sc
 from spendmeter.pricing import PricingConfigError
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import COST_PARTS, MESSAGES, Telemetry, answer
 
 
 def mocked(model: str, usage: Usage, **kwargs: Any) -> Any:
     """A call whose provider 'returns' exactly this usage."""
-    response = ModelResponse(
-        id="resp-1",
-        model=model.split("/")[-1],
-        choices=[
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
-        ],
-        usage=usage,
-    )
+    response = answer(model.split("/")[-1], usage, id="resp-1")
     return litellm.completion(model=model, messages=MESSAGES, mock_response=response, **kwargs)
 
 
@@ -184,15 +176,6 @@ def test_price_registered_after_first_call_is_used(
     assert after.attributes[sc.GEN_AI_USAGE_COST] > 0
 
 
-@pytest.fixture
-def price_map_restored() -> Iterator[None]:
-    """LiteLLM writes per-call custom prices into its global map: put the map back after."""
-    saved = copy.deepcopy(litellm.model_cost)
-    yield
-    litellm.model_cost.clear()
-    litellm.model_cost.update(saved)
-
-
 def test_per_call_custom_pricing(telemetry: Telemetry, price_map_restored: None) -> None:
     response = litellm.completion(
         model="spendmeter-per-call-model",  # LiteLLM keeps per-call prices: a name of our own
@@ -231,15 +214,12 @@ def test_missing_usage_from_provider_is_unpriced_not_free(
 
 
 def test_the_model_that_answered_is_priced_first_as_litellm_does(telemetry: Telemetry) -> None:
-    answer = ModelResponse(
+    dated = answer(
+        "gpt-4o-2024-05-13",  # LiteLLM prices this dated model, not the alias asked for
+        Usage(prompt_tokens=1000, completion_tokens=100, total_tokens=1100),
         id="resp-1",
-        model="gpt-4o-2024-05-13",  # LiteLLM prices this dated model, not the alias asked for
-        choices=[
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
-        ],
-        usage=Usage(prompt_tokens=1000, completion_tokens=100, total_tokens=1100),
     )
-    response = litellm.completion(model="gpt-4o", messages=MESSAGES, mock_response=answer)
+    response = litellm.completion(model="gpt-4o", messages=MESSAGES, mock_response=dated)
 
     attributes = telemetry.span().attributes
     assert attributes[sc.SPENDMETER_PRICING_MODEL] == "gpt-4o-2024-05-13"
@@ -253,13 +233,6 @@ def test_the_model_that_answered_is_priced_first_as_litellm_does(telemetry: Tele
 # --- streams without usage: counted as LiteLLM's stream_chunk_builder counts them ---------------
 
 
-def stream_answer(message: dict[str, Any], finish_reason: str = "stop") -> ModelResponse:
-    return ModelResponse(
-        model="gpt-4.1",
-        choices=[{"index": 0, "finish_reason": finish_reason, "message": message}],
-    )
-
-
 def assert_estimated_like_litellm(attributes: Any, chunks: list[Any], tier: str | None) -> Any:
     rebuilt = litellm.stream_chunk_builder(chunks, messages=MESSAGES)
     assert attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
@@ -267,16 +240,7 @@ def assert_estimated_like_litellm(attributes: Any, chunks: list[Any], tier: str 
     assert attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == rebuilt.usage.completion_tokens
     expected = litellm.completion_cost(completion_response=rebuilt, service_tier=tier)
     assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
-    parts = sum(
-        attributes[key]
-        for key in (
-            sc.SPENDMETER_COST_INPUT,
-            sc.SPENDMETER_COST_OUTPUT,
-            sc.SPENDMETER_COST_CACHE_READ,
-            sc.SPENDMETER_COST_CACHE_WRITE,
-            sc.SPENDMETER_COST_OTHER,
-        )
-    )
+    parts = sum(attributes[key] for key in COST_PARTS)
     assert parts == pytest.approx(expected, rel=1e-12)
     return rebuilt
 
@@ -297,7 +261,7 @@ def test_a_stream_of_tool_calls_counts_their_names_and_arguments(telemetry: Tele
         litellm.completion(
             model="gpt-4.1",
             messages=MESSAGES,
-            mock_response=stream_answer(message, "tool_calls"),
+            mock_response=answer("gpt-4.1", message=message, finish_reason="tool_calls"),
             stream=True,
         )
     )
@@ -314,7 +278,10 @@ def test_a_stream_of_reasoning_counts_it(telemetry: Telemetry) -> None:
     }
     chunks = list(
         litellm.completion(
-            model="gpt-4.1", messages=MESSAGES, mock_response=stream_answer(message), stream=True
+            model="gpt-4.1",
+            messages=MESSAGES,
+            mock_response=answer("gpt-4.1", message=message),
+            stream=True,
         )
     )
 

@@ -18,12 +18,11 @@ import litellm
 import pytest
 from litellm import CustomLLM, ImageResponse
 from litellm.types.utils import ImageObject
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, Telemetry, registered_provider
+from tests._support import MESSAGES, Telemetry, exceeded_budget, registered_provider
 from tests.fake_http import FakeHTTPProvider
 
 IMAGE_MODEL = "fakeimages/painter"
@@ -292,16 +291,6 @@ async def test_an_async_streamed_responses_call_broken_out_of_ends_its_span_once
     span = telemetry.span()
     assert span.status.status_code is not StatusCode.ERROR
     assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
-
-
-def exceeded_budget(telemetry: Telemetry) -> BudgetSpanProcessor:
-    """A raising budget already past its cap, on the telemetry's tracer provider."""
-    budget = BudgetSpanProcessor(0.0, raise_on_budget=True, thresholds=(1.0,))
-    with pytest.raises(BudgetExceededError):
-        budget.after_call({sc.GEN_AI_REQUEST_MODEL: "earlier"}, 0.01, None)  # type: ignore[arg-type]
-    tracer_provider: TracerProvider = telemetry.tracer_provider
-    tracer_provider.add_span_processor(budget)
-    return budget
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

@@ -22,32 +22,32 @@ from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import GenericStreamingChunk, Usage
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor, config
 from spendmeter import semconv as sc
 from spendmeter.config import ConfigError
 from spendmeter.pricing import PricingConfigError
-from tests.conftest import MESSAGES, FakeProvider, Telemetry, registered_provider
+from tests._support import (
+    ANSWER,
+    FAKE_MODEL,
+    MESSAGES,
+    FakeProvider,
+    Telemetry,
+    answer,
+    ask_fake,
+    chat,
+    fake_call_cost,
+    registered_provider,
+)
 
-ANSWER = "Faults happen; the answer still arrives."
-FAKE_MODEL = "fakellm/fake-model"
 # Powers of two: every sum of these costs is exact in binary floating point, so totals
 # counted in different orders by different threads must agree to the last bit.
 EXACT_PRICES = {FAKE_MODEL: {"input_cost_per_token": 2.0**-20, "output_cost_per_token": 2.0**-19}}
-EXACT_CALL_COST = 12 * 2.0**-20 + 7 * 2.0**-19  # FakeProvider answers 12 in, 7 out
-
-
-def chat(**kwargs: Any) -> Any:
-    kwargs.setdefault("model", "gpt-4o-mini")
-    kwargs.setdefault("messages", MESSAGES)
-    kwargs.setdefault("mock_response", ANSWER)
-    return litellm.completion(**kwargs)
+EXACT_CALL_COST = fake_call_cost(EXACT_PRICES)
 
 
 def llm_spans(telemetry: Telemetry) -> list[ReadableSpan]:
@@ -101,61 +101,44 @@ def _hang_up(server: socket.socket) -> int:
 
 
 def test_a_dead_or_hanging_collector_never_blocks_or_fails_a_call(
-    dead_collector: tuple[str, socket.socket | None],
+    dead_collector: tuple[str, socket.socket | None], make_telemetry: Any, instrument: Any
 ) -> None:
     endpoint, server = dead_collector
     span_exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S)
     metric_exporter = OTLPMetricExporter(
         endpoint=f"{endpoint}/v1/metrics", timeout=EXPORT_TIMEOUT_S
     )
-    kept = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
     # Exports start while the calls run: every few spans, and every few milliseconds.
-    tracer_provider.add_span_processor(
-        BatchSpanProcessor(span_exporter, schedule_delay_millis=10, max_export_batch_size=5)
+    telemetry = make_telemetry(
+        first=lambda _: BatchSpanProcessor(
+            span_exporter, schedule_delay_millis=10, max_export_batch_size=5
+        ),
+        readers=[PeriodicExportingMetricReader(metric_exporter, export_interval_millis=10)],
     )
-    tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(
-        metric_readers=[
-            PeriodicExportingMetricReader(metric_exporter, export_interval_millis=10),
-            reader,
-        ]
-    )
-    budget = BudgetSpanProcessor(1_000.0, meter_provider=meter_provider)
-    tracer_provider.add_span_processor(budget)
-    instrumentor = LiteLLMInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    budget = BudgetSpanProcessor(1_000.0, meter_provider=telemetry.meter_provider)
+    telemetry.tracer_provider.add_span_processor(budget)
+    instrument(telemetry)
     try:
         started = time.monotonic()
         responses = [chat() for _ in range(100)]
         elapsed = time.monotonic() - started
     finally:
-        instrumentor.uninstrument()
+        LiteLLMInstrumentor().uninstrument()
         # Shut the exporters first: they stop retrying, so the providers shut down at once.
         span_exporter.shutdown()
         metric_exporter.shutdown()
         # Hang up on the exporters still waiting for an answer, so that they give up now.
         hung_up = _hang_up(server) if server is not None else None
         budget.shutdown()
-        tracer_provider.shutdown()
+        telemetry.tracer_provider.shutdown()
 
     assert elapsed < EXPORT_TIMEOUT_S / 2
     if server is not None:
         assert hung_up, "no exporter ever connected: the test proved nothing"
     assert [response.choices[0].message.content for response in responses] == [ANSWER] * 100
-    assert len(kept.get_finished_spans()) == 100
+    assert len(telemetry.spans()) == 100
     assert budget.request_count == 100
-    points = [
-        point
-        for resource in reader.get_metrics_data().resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == sc.METRIC_OPERATION_DURATION
-        for point in metric.data.data_points
-    ]
-    assert sum(point.count for point in points) == 100
-    meter_provider.shutdown()
+    assert duration_count(telemetry) == 100
 
 
 # --- threads and tasks ------------------------------------------------------------------------
@@ -194,7 +177,7 @@ def test_sixteen_threads_lose_no_span_point_or_dollar(
             user = f"thread-{thread}-{index}"
             with tracer.start_as_current_span(f"request {user}") as parent:
                 parents[user] = parent
-                response = litellm.completion(model=FAKE_MODEL, messages=MESSAGES, user=user)
+                response = ask_fake(user=user)
                 assert response.choices[0].message.content == "ok"
 
     threads = [threading.Thread(target=work, args=(number,)) for number in range(16)]
@@ -503,19 +486,7 @@ class MalformedProvider(CustomLLM):
         self.body: dict[str, Any] = {}
 
     def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        body = {
-            "id": "malformed-1",
-            "model": "malformed",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "ok"},
-                }
-            ],
-            **self.body,
-        }
-        response = ModelResponse(**body)
+        response = answer(**{"model": "malformed", "id": "malformed-1", **self.body})
         if self.usage is not None:
             # Set after validation: the values LiteLLM's own parsing would reject.
             usage = Usage(prompt_tokens=1, completion_tokens=1)
@@ -634,22 +605,17 @@ BAD_PRICING = {
 
 @pytest.mark.parametrize("case", list(BAD_PRICING))
 def test_bad_pricing_is_an_error_at_start_up_naming_the_problem(
-    providers: Telemetry, tmp_path: Path, case: str
+    instrument: Any, tmp_path: Path, case: str
 ) -> None:
     make, named = BAD_PRICING[case]
     original = litellm.completion
-    instrumentor = LiteLLMInstrumentor()
 
     with pytest.raises(PricingConfigError) as error:
-        instrumentor.instrument(
-            tracer_provider=providers.tracer_provider,
-            meter_provider=providers.meter_provider,
-            pricing=make(tmp_path),
-        )
+        instrument(pricing=make(tmp_path))
 
     assert all(part in str(error.value) for part in named), str(error.value)
     assert litellm.completion is original
-    assert not instrumentor.is_instrumented_by_opentelemetry
+    assert not LiteLLMInstrumentor().is_instrumented_by_opentelemetry
 
 
 BAD_ENV = {
@@ -664,7 +630,7 @@ BAD_ENV = {
 @pytest.mark.parametrize("with_budget", [True, False], ids=["with a budget", "without one"])
 @pytest.mark.parametrize(("variable", "value"), list(BAD_ENV.items()))
 def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
-    providers: Telemetry,
+    instrument: Any,
     monkeypatch: pytest.MonkeyPatch,
     variable: str,
     value: str,
@@ -674,12 +640,9 @@ def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
         monkeypatch.setenv("SPENDMETER_BUDGET_USD", "10")
     monkeypatch.setenv(variable, value)
     original = litellm.completion
-    instrumentor = LiteLLMInstrumentor()
 
     with pytest.raises(ConfigError) as error:
-        instrumentor.instrument(
-            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
-        )
+        instrument()
 
     assert variable in str(error.value)
     assert repr(value) in str(error.value)
@@ -688,7 +651,7 @@ def test_a_bad_environment_value_is_an_error_at_start_up_naming_it(
 
 @pytest.mark.parametrize("variable", config.BUDGET_COMPANIONS)
 def test_a_budget_companion_without_a_budget_is_an_error_naming_both(
-    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, variable: str
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
     valid = {
         "SPENDMETER_BUDGET_ACTION": "raise",
@@ -703,9 +666,7 @@ def test_a_budget_companion_without_a_budget_is_an_error_naming_both(
     original = litellm.completion
 
     with pytest.raises(ConfigError) as error:
-        LiteLLMInstrumentor().instrument(
-            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
-        )
+        instrument()
 
     assert f"{variable} is set but SPENDMETER_BUDGET_USD is not" in str(error.value)
     assert error.value.name == variable
@@ -713,15 +674,13 @@ def test_a_budget_companion_without_a_budget_is_an_error_naming_both(
 
 
 def test_a_missing_pricing_file_in_the_environment_is_an_error_naming_it(
-    providers: Telemetry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SPENDMETER_PRICING_FILE", str(tmp_path / "gone.json"))
     original = litellm.completion
 
     with pytest.raises(PricingConfigError, match=r"gone\.json.*not found"):
-        LiteLLMInstrumentor().instrument(
-            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
-        )
+        instrument()
 
     assert litellm.completion is original
 

@@ -13,16 +13,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._support import ROOT
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
-WORKER = Path(__file__).with_name("fleet_worker.py")
 PROCESSES, THREADS = 4, 8
 BUDGET, CALL_COST = 0.5, 2**-6
 CAP = int(BUDGET / CALL_COST)  # 32 calls
@@ -31,7 +30,8 @@ CAP = int(BUDGET / CALL_COST)  # 32 calls
 class Worker:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER)],
+            [sys.executable, "-m", "tests.fleet_worker"],
+            cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -14,16 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import LiteLLMInstrumentor
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, Telemetry
-
-ANSWER = "Tokens in and tokens out, both billed."
-
-
-def chat(**kwargs: Any) -> Any:
-    kwargs.setdefault("model", "gpt-4o-mini")
-    kwargs.setdefault("messages", MESSAGES)
-    kwargs.setdefault("mock_response", ANSWER)
-    return litellm.completion(**kwargs)
+from tests._support import ANSWER, MESSAGES, Telemetry, chat
 
 
 def assert_priced_like_litellm(attributes: Any, response: Any) -> None:
@@ -276,7 +267,7 @@ def test_suppressed_calls_make_no_span(telemetry: Telemetry) -> None:
     assert telemetry.spans() == []
 
 
-def test_uninstrument_restores_every_original(providers: Telemetry) -> None:
+def test_uninstrument_restores_every_original(instrument: Any, providers: Telemetry) -> None:
     names = (
         "completion",
         "acompletion",
@@ -287,12 +278,9 @@ def test_uninstrument_restores_every_original(providers: Telemetry) -> None:
     )
     # Where LiteLLM defines them: `litellm.completion` may be a dispatch function over these.
     originals = {name: getattr(litellm.main, name) for name in names}
-    instrumentor = LiteLLMInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
-    )
+    instrument()
     assert all(getattr(litellm.main, name) is not originals[name] for name in names)
-    instrumentor.uninstrument()
+    LiteLLMInstrumentor().uninstrument()
 
     assert all(getattr(litellm.main, name) is originals[name] for name in names)
     chat()
@@ -389,17 +377,13 @@ def test_server_address_from_api_base(telemetry: Telemetry) -> None:
     assert attributes[sc.SERVER_PORT] == 8443
 
 
-def test_a_function_bound_before_instrument_is_still_metered(providers: Telemetry) -> None:
+def test_a_function_bound_before_instrument_is_still_metered(instrument: Any) -> None:
     from litellm import completion  # bound before instrument(): LiteLLM's dispatch function
 
-    instrumentor = LiteLLMInstrumentor()
-    instrumentor.instrument(tracer_provider=providers.tracer_provider)
-    try:
-        completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER)
-    finally:
-        instrumentor.uninstrument()
+    telemetry = instrument()
+    completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER)
 
-    assert providers.span().attributes[sc.GEN_AI_USAGE_COST] > 0
+    assert telemetry.span().attributes[sc.GEN_AI_USAGE_COST] > 0
 
 
 def test_an_error_raised_while_reading_a_stream_fails_its_span_but_keeps_its_cost(

@@ -9,26 +9,30 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import litellm
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor
+from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter._redis_ledger import RETRY_AFTER
-from tests.conftest import MESSAGES, FakeProvider
+from tests._support import (
+    FAKE_MODEL,
+    MESSAGES,
+    FakeProvider,
+    Request,
+    Telemetry,
+    ask_fake,
+    budget_first,
+    fake_call_cost,
+)
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
-FAKE_MODEL = "fakellm/fake-model"
-FAKE_PRICES = {FAKE_MODEL: {"input_cost_per_token": 2**-10, "output_cost_per_token": 2**-9}}
-CALL_COST = 12 * 2**-10 + 7 * 2**-9  # the fake provider's usage at FAKE_PRICES: exact in floats
+# Binary fractions: the fake provider's calls cost exactly, in floats, at these prices.
+EXACT_PRICES = {FAKE_MODEL: {"input_cost_per_token": 2**-10, "output_cost_per_token": 2**-9}}
+CALL_COST = fake_call_cost(EXACT_PRICES)
 TIMEOUT = 0.3
 LEDGER_LOGGER = "spendmeter._redis_ledger"
 
@@ -36,50 +40,35 @@ LEDGER_LOGGER = "spendmeter._redis_ledger"
 class App:
     """An instrumented app whose budget lives on the test's Redis."""
 
-    def __init__(self, url: str, policy: str, budget: float) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.meter_provider = MeterProvider()
-        self.budget = BudgetSpanProcessor(
-            budget,
-            ledger=url,
-            raise_on_budget=True,
-            on_ledger_error=policy,
-            ledger_timeout=TIMEOUT,
-            meter_provider=self.meter_provider,
-        )
-        self.tracer_provider.add_span_processor(self.budget)
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.instrumentor = LiteLLMInstrumentor()
-        self.instrumentor.instrument(
-            tracer_provider=self.tracer_provider,
-            meter_provider=self.meter_provider,
-            pricing=FAKE_PRICES,
-        )
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self.budget = telemetry.budget
 
     def ask(self) -> float:
         """One call; how long it took."""
         started = time.monotonic()
-        litellm.completion(model=FAKE_MODEL, messages=MESSAGES)
+        ask_fake()
         return time.monotonic() - started
-
-    def close(self) -> None:
-        self.instrumentor.uninstrument()
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
 
 
 @pytest.fixture
-def app(redis_server: RedisServer, fake_provider: FakeProvider) -> Iterator[Any]:
-    made: list[App] = []
+def app(
+    redis_server: RedisServer, fake_provider: FakeProvider, make_telemetry: Any, instrument: Any
+) -> Any:
+    """``app(policy, budget, url)``: LiteLLM instrumented with a budget on ``url`` (the test's
+    Redis by default) ahead of the in-memory exporter."""
 
     def build(policy: str = "open", budget: float = 100.0, url: str | None = None) -> App:
-        made.append(App(url or redis_server.url, policy, budget))
-        return made[-1]
+        first = budget_first(
+            budget,
+            ledger=url or redis_server.url,
+            raise_on_budget=True,
+            on_ledger_error=policy,
+            ledger_timeout=TIMEOUT,
+        )
+        return App(instrument(make_telemetry(first=first), pricing=EXACT_PRICES))
 
-    yield build
-    for one in made:
-        one.close()
+    return build
 
 
 def fleet_total(redis_server: RedisServer) -> float:
@@ -233,7 +222,7 @@ def test_a_password_never_reaches_logs_errors_or_spans(
     assert f"redis://:***@127.0.0.1:{redis_server.port}/0" in str(refused.value)
     assert "hunter2" not in caplog.text
     assert ledger_warnings(caplog)
-    for span in shop.exporter.get_finished_spans():
+    for span in shop.telemetry.spans():
         assert "hunter2" not in str(span.status.description)
         assert "hunter2" not in str(dict(span.attributes or {}))
 
@@ -285,20 +274,9 @@ def test_an_async_call_never_blocks_the_event_loop_on_a_stalled_redis(
 
 async def one_async_call(budget: BudgetSpanProcessor, call_id: str) -> None:
     """One async call as the call path feeds its budget."""
-
-    class Request:
-        def __init__(self) -> None:
-            self.call_id = call_id
-
-        def max_cost(self) -> float | None:
-            return None
-
-        async def amax_cost(self) -> float | None:
-            return None
-
     attributes = {"gen_ai.request.model": "gpt-4o-mini"}
-    await budget.abefore_call(attributes, Request())
-    await budget.aafter_call(attributes, 0.125, Request())
+    await budget.abefore_call(attributes, Request(call_id))
+    await budget.aafter_call(attributes, 0.125, Request(call_id))
 
 
 def test_async_litellm_calls_go_on_while_redis_is_paused(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -15,33 +14,13 @@ import pytest
 from spendmeter import BudgetExceededError, BudgetSpanProcessor, LiteLLMInstrumentor, config
 from spendmeter._redis_ledger import HOLD_TTL, KEEP_PAST_END
 from spendmeter.config import ConfigError
+from tests._support import Alerts, Clock, Telemetry, request
 from tests.redis_server import RedisServer
 
 CHAT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"}
 COST = 0.125  # a binary fraction: sums in any order are exact
 
 integration = pytest.mark.integration
-
-
-@dataclass
-class Request:
-    """What the call path hands a budget: an id unique per call, and its worst case."""
-
-    call_id: str
-    worst_case: float | None = None
-
-    def max_cost(self) -> float | None:
-        return self.worst_case
-
-    async def amax_cost(self) -> float | None:
-        return self.worst_case
-
-
-_ids = iter(range(1, 10**9))
-
-
-def request(worst_case: float | None = None) -> Request:
-    return Request(f"test-call-{next(_ids)}", worst_case)
 
 
 def call(processor: BudgetSpanProcessor, cost: float | None = COST, **attributes: Any) -> None:
@@ -51,54 +30,16 @@ def call(processor: BudgetSpanProcessor, cost: float | None = COST, **attributes
     processor.after_call(attributes, cost, one)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Alerts:
-    """Every processor's callbacks, in one list: what the fleet as a whole announced."""
-
-    def __init__(self) -> None:
-        self.fired: list[float] = []
-        self.exceeded = 0
-        self._lock = threading.Lock()
-
-    def on_threshold(self, fraction: float, processor: BudgetSpanProcessor) -> None:
-        with self._lock:
-            self.fired.append(fraction)
-
-    def on_budget_exceeded(self, processor: BudgetSpanProcessor) -> None:
-        with self._lock:
-            self.exceeded += 1
-
-
 @pytest.fixture
-def alerts() -> Alerts:
-    return Alerts()
-
-
-@pytest.fixture
-def shared(
-    redis_server: RedisServer, alerts: Alerts
-) -> Iterator[Callable[..., BudgetSpanProcessor]]:
-    """``shared(budget, **options)``: a processor on the test's Redis, reporting to ``alerts``."""
-    made: list[BudgetSpanProcessor] = []
+def shared(redis_server: RedisServer, make_budget: Any) -> Callable[..., BudgetSpanProcessor]:
+    """``shared(budget, **options)``: ``make_budget`` on the test's Redis."""
 
     def build(budget: float = 1.0, **options: Any) -> BudgetSpanProcessor:
         options.setdefault("ledger", redis_server.url)
-        options.setdefault("on_threshold", alerts.on_threshold)
-        options.setdefault("on_budget_exceeded", alerts.on_budget_exceeded)
-        processor = BudgetSpanProcessor(budget, **options)
-        made.append(processor)
+        processor: BudgetSpanProcessor = make_budget(budget, **options)
         return processor
 
-    yield build
-    for processor in made:
-        processor.shutdown()
+    return build
 
 
 def race(workers: int, work: Callable[[int], None]) -> None:
@@ -211,8 +152,8 @@ def test_racing_past_a_raising_budget_one_call_crosses_for_the_whole_fleet(
     assert outcome["refused"] == 16
     assert fleet[0].total_cost == outcome["paid"] * COST
     assert 5.0 < fleet[0].total_cost <= 5.0 + 16 * COST  # overshoot: the calls in flight
-    assert sorted(alerts.fired) == [0.5, 0.8, 1.0]  # once for the fleet, not per process
-    assert alerts.exceeded == 1
+    assert sorted(alerts.fractions) == [0.5, 0.8, 1.0]  # once for the fleet, not per process
+    assert len(alerts.exceeded) == 1
 
 
 @integration
@@ -222,12 +163,12 @@ def test_thresholds_fire_once_across_processors_each_on_the_call_that_crossed(
     first, second = shared(1.0), shared(1.0)
     call(first, 0.25)
     call(second, 0.25)  # 50%: second's call crossed it
-    assert alerts.fired == [0.5]
+    assert alerts.fractions == [0.5]
     call(first, 0.375)  # 87.5%
     call(second, 0.25)  # passes the budget
     call(first, 0.25)
-    assert alerts.fired == [0.5, 0.8, 1.0]
-    assert alerts.exceeded == 1
+    assert alerts.fractions == [0.5, 0.8, 1.0]
+    assert len(alerts.exceeded) == 1
     assert first.budget_exceeded and second.budget_exceeded
 
 
@@ -236,7 +177,7 @@ def test_float_rounding_is_judged_as_in_process(shared: Any, alerts: Alerts) -> 
     processor = shared(1.0, thresholds=(0.8, 1.0), raise_on_budget=True)
     for _ in range(10):
         call(processor, 0.1)  # 0.9999999999999999: the budget reached, not passed
-    assert alerts.fired == [0.8, 1.0]
+    assert alerts.fractions == [0.8, 1.0]
     assert not processor.budget_exceeded
     with pytest.raises(BudgetExceededError):
         call(processor, 0.1)
@@ -305,7 +246,7 @@ def test_a_window_rolls_over_for_every_processor_at_once(shared: Any, alerts: Al
     for processor in fleet:
         call(processor, 0.25)
     assert fleet[1].total_cost == 0.75
-    assert alerts.fired == [0.5, 0.8, 1.0, 0.5]
+    assert alerts.fractions == [0.5, 0.8, 1.0, 0.5]
     # A clock read before the boundary never moves a processor back into the old window.
     clock.now = datetime(2025, 3, 4, 10, 59, 59, tzinfo=timezone.utc)
     call(fleet[2], 0.125)
@@ -329,8 +270,8 @@ def test_each_scope_value_has_its_own_shared_budget(shared: Any, alerts: Alerts)
     assert first.cost_by_scope == {None: 0.25, "alice": 1.25, "bob": 0.75}
     assert second.spent("alice") == 1.25
     assert second.spent("carol") == 0
-    assert alerts.fired == [0.5, 0.5]
-    assert alerts.exceeded == 1
+    assert alerts.fractions == [0.5, 0.5]
+    assert len(alerts.exceeded) == 1
 
 
 @integration
@@ -350,26 +291,13 @@ def test_reset_clears_the_shared_window_and_nobody_hands_its_spend_back(shared: 
 
 
 @integration
-def test_the_gauges_report_the_fleets_spend(shared: Any) -> None:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    watched = shared(2.0, name="fleet", meter_provider=meter_provider)
+def test_the_gauges_report_the_fleets_spend(shared: Any, providers: Telemetry) -> None:
+    watched = shared(2.0, name="fleet", meter_provider=providers.meter_provider)
     call(shared(2.0, name="fleet"), 0.75)  # another process's call
 
-    data = reader.get_metrics_data()
-    points = {
-        metric.name: [point.value for point in metric.data.data_points]
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
-    assert points["spendmeter.budget.spent"] == [0.75]
-    assert points["spendmeter.budget.limit"] == [2.0]
+    assert [point.value for point in providers.points("spendmeter.budget.spent")] == [0.75]
+    assert [point.value for point in providers.points("spendmeter.budget.limit")] == [2.0]
     assert watched.total_cost == 0.75
-    meter_provider.shutdown()
 
 
 # --- bad input ------------------------------------------------------------------------------
@@ -430,15 +358,14 @@ def test_without_redis_py_the_error_says_what_to_install(monkeypatch: pytest.Mon
     ],
 )
 def test_a_bad_ledger_variable_fails_instrument_naming_it(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv("SPENDMETER_BUDGET_USD", "1")
     monkeypatch.setenv(variable, value)
-    instrumentor = LiteLLMInstrumentor()
     with pytest.raises(ConfigError, match=variable) as refused:
-        instrumentor.instrument()
+        instrument()
     assert "hunter2" not in str(refused.value)
-    assert not instrumentor.is_instrumented_by_opentelemetry
+    assert not LiteLLMInstrumentor().is_instrumented_by_opentelemetry
 
 
 def test_the_ledger_variables_reach_the_processor() -> None:

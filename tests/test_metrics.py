@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import litellm
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from spendmeter import LiteLLMInstrumentor
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import MESSAGES, Telemetry
 
 ANSWER = "Every token is billed."
 
@@ -110,36 +105,19 @@ def test_failed_call_records_duration_with_error_type(telemetry: Telemetry) -> N
 
 
 @pytest.fixture
-def sampled_out() -> Iterator[tuple[InMemoryMetricReader, Any]]:
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    tracer_provider = TracerProvider(sampler=ALWAYS_OFF)
-    instrumentor = LiteLLMInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    yield reader, tracer_provider
-    instrumentor.uninstrument()
-    meter_provider.shutdown()
+def sampled_out(make_telemetry: Any, instrument: Any) -> Telemetry:
+    telemetry: Telemetry = instrument(make_telemetry(sampler=ALWAYS_OFF))
+    return telemetry
 
 
-def test_metrics_recorded_when_trace_is_sampled_out(
-    sampled_out: tuple[InMemoryMetricReader, Any],
-) -> None:
-    reader, _ = sampled_out
+def test_metrics_recorded_when_trace_is_sampled_out(sampled_out: Telemetry) -> None:
     responses = [
         litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER)
         for _ in range(3)
     ]
     expected = sum(litellm.completion_cost(completion_response=r) for r in responses)
 
-    data = reader.get_metrics_data()
-    points = [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == sc.METRIC_COST
-        for point in metric.data.data_points
-    ]
+    points = sampled_out.points(sc.METRIC_COST)
     assert sum(p.value for p in points) == pytest.approx(expected, rel=1e-12)
 
 

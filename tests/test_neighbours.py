@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.semconv_ai import SUPPRESS_LANGUAGE_MODEL_INSTRUMENTATION_KEY
 
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, FakeProvider, Telemetry, registered_provider
+from tests._support import MESSAGES, FakeProvider, Telemetry, registered_provider
 from tests.fake_openai import EMBEDDING_MODEL, MODEL, FakeOpenAIServer
 
 CASES = [
@@ -30,13 +30,6 @@ CASES = [
     for kind in ("chat", "stream", "embedding")
     for is_async in (False, True)
 ]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    server = FakeOpenAIServer()
-    yield server
-    server.stop()
 
 
 def fresh_sdk_clients() -> None:
@@ -51,10 +44,9 @@ def _fresh_sdk_clients() -> None:
     fresh_sdk_clients()
 
 
-@pytest.fixture
-def traceloop(providers: Telemetry) -> Iterator[Any]:
-    """Instruments Traceloop's openai SDK instrumentation on spendmeter's providers, when called."""
-    instrumentor = TraceloopOpenAI()
+def on_our_providers(instrumentor: Any, providers: Telemetry) -> Iterator[Any]:
+    """Instruments another instrumentation on spendmeter's providers, when called; uninstruments
+    it after the test."""
 
     def _instrument() -> None:
         instrumentor.instrument(
@@ -64,36 +56,33 @@ def traceloop(providers: Telemetry) -> Iterator[Any]:
     yield _instrument
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
+
+
+@pytest.fixture
+def traceloop(providers: Telemetry) -> Iterator[Any]:
+    """Traceloop's openai SDK instrumentation."""
+    yield from on_our_providers(TraceloopOpenAI(), providers)
 
 
 @pytest.fixture
 def openai_v2(providers: Telemetry) -> Iterator[Any]:
-    """Instruments the contrib openai-v2 instrumentation on spendmeter's providers, when called."""
+    """The contrib openai-v2 instrumentation."""
     # Imported here: it imports beside opentelemetry-util-genai 1.1 only (pyproject.toml).
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-    instrumentor = OpenAIInstrumentor()
-
-    def _instrument() -> None:
-        instrumentor.instrument(
-            tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
-        )
-
-    yield _instrument
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
+    yield from on_our_providers(OpenAIInstrumentor(), providers)
 
 
-async def call(server: FakeOpenAIServer, provider: str, kind: str, is_async: bool) -> Any:
+async def call(openai_server: FakeOpenAIServer, provider: str, kind: str, is_async: bool) -> Any:
     """Make one call; what it returned, as plain data to compare with another run's."""
     if kind == "embedding":
-        kwargs = server.litellm_kwargs(provider, EMBEDDING_MODEL)
+        kwargs = openai_server.litellm_kwargs(provider, EMBEDDING_MODEL)
         fn = litellm.aembedding if is_async else litellm.embedding
         response = fn(input=["what does it cost"], **kwargs)
         response = await response if is_async else response
         vectors = [item["embedding"] for item in response.data]
         return response.model, vectors, response.usage.prompt_tokens
-    kwargs = server.litellm_kwargs(provider, MODEL)
+    kwargs = openai_server.litellm_kwargs(provider, MODEL)
     stream = kind == "stream"
     if is_async:
         response = await litellm.acompletion(messages=MESSAGES, stream=stream, **kwargs)
@@ -126,19 +115,19 @@ def point_count(telemetry: Telemetry, metric: str) -> Counter[Any]:
 
 @pytest.mark.parametrize(("provider", "kind", "is_async"), CASES)
 async def test_each_call_is_counted_once_beside_traceloop(
-    server: FakeOpenAIServer,
+    openai_server: FakeOpenAIServer,
     instrument: Any,
     traceloop: Any,
     provider: str,
     kind: str,
     is_async: bool,
 ) -> None:
-    bare = await call(server, provider, kind, is_async)  # before anything is instrumented
+    bare = await call(openai_server, provider, kind, is_async)  # before anything is instrumented
     telemetry = instrument()
     traceloop()
     fresh_sdk_clients()
 
-    assert await call(server, provider, kind, is_async) == bare
+    assert await call(openai_server, provider, kind, is_async) == bare
 
     span, others = gen_ai_spans(telemetry)
     assert span.attributes[sc.GEN_AI_REQUEST_MODEL].startswith(f"{provider}/")
@@ -149,11 +138,11 @@ async def test_each_call_is_counted_once_beside_traceloop(
 
 
 def test_traceloop_alone_records_the_sdk_call(
-    server: FakeOpenAIServer, providers: Telemetry, traceloop: Any
+    openai_server: FakeOpenAIServer, providers: Telemetry, traceloop: Any
 ) -> None:
     """What spendmeter's signals prevent: without spendmeter, Traceloop records the call."""
     traceloop()
-    litellm.completion(messages=MESSAGES, **server.litellm_kwargs("azure", MODEL))
+    litellm.completion(messages=MESSAGES, **openai_server.litellm_kwargs("azure", MODEL))
     assert [span.name for span in providers.spans()] == ["openai.chat"]
     assert point_count(providers, sc.METRIC_OPERATION_DURATION) == {None: 1}
 

@@ -20,7 +20,7 @@ from litellm.types.utils import GenericStreamingChunk
 
 from spendmeter import BudgetSpanProcessor
 from spendmeter import semconv as sc
-from tests.conftest import FakeProvider, Telemetry, registered_provider
+from tests._support import FakeProvider, Telemetry, registered_provider
 
 # The longest the loop may stand still. An idle loop on a busy CI machine already misses its
 # 1 ms tick by ~5 ms; a worker thread holding the GIL adds up to its 5 ms switch interval.

@@ -4,16 +4,16 @@ this checks the file's structure; docker-compose.yaml pins the collector it was 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests._support import ROOT
+
 # Real servers or subprocesses: the `integration` set (`make check` leaves it out).
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("receivers", "processors", "exporters")
 
 

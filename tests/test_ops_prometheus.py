@@ -15,7 +15,6 @@ import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -33,11 +32,11 @@ import pytest
 import yaml
 
 from spendmeter import semconv as sc
+from tests._support import ROOT, free_port
 
 # Real servers or subprocesses: the `integration` set (`make check` leaves it out).
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = json.loads((ROOT / "dashboards" / "spendmeter.json").read_text())
 ALERTS = ROOT / "dashboards" / "alerts.yaml"
 RULES = {
@@ -75,12 +74,6 @@ def render(text: str) -> str:
         text = re.sub(r"\$" + name + r"\b", value, text)
     assert "$" not in text, f"a Grafana variable is left unsubstituted in {text!r}"
     return text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], what: str) -> Any:

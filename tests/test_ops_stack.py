@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests._support import ROOT
+
 # Real servers or subprocesses: the `integration` set (`make check` leaves it out).
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 PROVISIONING = ROOT / "dashboards" / "provisioning"
 
 

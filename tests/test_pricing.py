@@ -7,7 +7,6 @@ a model nobody priced is unpriced, never free. The parts always add up to the to
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -16,42 +15,28 @@ from typing import Any
 
 import litellm
 import pytest
-from litellm import ModelResponse, Usage
+from litellm import Usage
 
 from spendmeter import semconv as sc
 from spendmeter._overrides import PriceResolver, compute_cost
 from spendmeter._usage import TokenUsage
 from spendmeter.pricing import PricingConfigError, load_overrides
-from tests.conftest import MESSAGES, Telemetry
+from tests._support import COST_PARTS, MESSAGES, Telemetry, answer
 
 Register = Callable[..., None]
-PARTS = (
-    sc.SPENDMETER_COST_INPUT,
-    sc.SPENDMETER_COST_OUTPUT,
-    sc.SPENDMETER_COST_CACHE_READ,
-    sc.SPENDMETER_COST_CACHE_WRITE,
-    sc.SPENDMETER_COST_OTHER,
-)
 
 
-def answer(model: str, usage: Usage | None = None, **fields: Any) -> ModelResponse:
-    return ModelResponse(
-        model=model,
-        choices=[
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
-        ],
-        usage=usage or Usage(prompt_tokens=1000, completion_tokens=200, total_tokens=1200),
-        **fields,
-    )
+def plain_usage() -> Usage:
+    return Usage(prompt_tokens=1000, completion_tokens=200, total_tokens=1200)
 
 
 def call(model: str, usage: Usage | None = None, **kwargs: Any) -> Any:
-    mock = kwargs.pop("mock_response", None) or answer(model.split("/")[-1], usage)
+    mock = kwargs.pop("mock_response", None) or answer(model.split("/")[-1], usage or plain_usage())
     return litellm.completion(model=model, messages=MESSAGES, mock_response=mock, **kwargs)
 
 
 def assert_parts_add_up(attributes: Any) -> None:
-    parts = [attributes[key] for key in PARTS]
+    parts = [attributes[key] for key in COST_PARTS]
     assert min(parts) >= 0
     assert sum(parts) == pytest.approx(attributes[sc.GEN_AI_USAGE_COST], rel=1e-12)
 
@@ -69,15 +54,6 @@ def register() -> Iterator[Register]:
     for model in added:
         litellm.model_cost.pop(model, None)
         litellm.open_ai_chat_completion_models.discard(model)
-
-
-@pytest.fixture
-def price_map_restored() -> Iterator[None]:
-    """LiteLLM writes per-call custom prices into its global map: put the map back after."""
-    saved = copy.deepcopy(litellm.model_cost)
-    yield
-    litellm.model_cost.clear()
-    litellm.model_cost.update(saved)
 
 
 # --- rule 3: LiteLLM's own figure -----------------------------------------------------------
@@ -188,7 +164,11 @@ def test_a_service_tier_is_priced_and_recorded(telemetry: Telemetry, tier: str) 
 
 
 def test_the_tier_the_response_says_is_recorded(telemetry: Telemetry) -> None:
-    call("gpt-4.1", mock_response=answer("gpt-4.1", service_tier="flex"), service_tier="auto")
+    call(
+        "gpt-4.1",
+        mock_response=answer("gpt-4.1", plain_usage(), service_tier="flex"),
+        service_tier="auto",
+    )
 
     attributes = telemetry.span().attributes
     assert attributes[sc.OPENAI_REQUEST_SERVICE_TIER] == "auto"
@@ -285,7 +265,7 @@ def test_a_cost_the_provider_reported_is_the_cost(telemetry: Telemetry) -> None:
 
 
 def test_a_proxys_cost_header_is_the_providers_figure(telemetry: Telemetry) -> None:
-    response = answer("gpt-4o-mini")
+    response = answer("gpt-4o-mini", plain_usage())
     response._hidden_params["additional_headers"] = {
         "llm_provider-x-litellm-response-cost": "0.0042"
     }

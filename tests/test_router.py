@@ -16,13 +16,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, Telemetry, registered_provider
+from tests._support import MESSAGES, Telemetry, answer, registered_provider
 
 PRICES = {
     "fakellm/flaky": {"input_cost_per_token": 1e-3, "output_cost_per_token": 1e-3},
     "fakellm/steady": {"input_cost_per_token": 2e-3, "output_cost_per_token": 2e-3},
 }
-ANSWER = {"role": "assistant", "content": "ok"}
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 STEADY_COST = 15 * 2e-3
 
@@ -41,12 +40,7 @@ class Deployments(CustomLLM):
         if "flaky" in model and self.failures > 0:
             self.failures -= 1
             raise litellm.InternalServerError(message="boom", llm_provider="fakellm", model=model)
-        return ModelResponse(
-            id=f"answer-{len(self.requests)}",
-            model=model,
-            choices=[{"index": 0, "finish_reason": "stop", "message": ANSWER}],
-            usage=USAGE,
-        )
+        return answer(model, USAGE, id=f"answer-{len(self.requests)}")
 
     def completion(self, model: str, *args: Any, **kwargs: Any) -> ModelResponse:
         return self._answer(model)

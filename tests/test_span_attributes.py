@@ -5,7 +5,6 @@ and reasoning as message parts."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import litellm
@@ -14,7 +13,7 @@ from litellm import ModelResponse
 from pydantic import BaseModel
 
 from spendmeter import semconv as sc
-from tests.conftest import MESSAGES, FakeProvider, Telemetry, registered_provider
+from tests._support import MESSAGES, FakeProvider, Telemetry, chat, registered_provider
 from tests.fake_http import FakeHTTPProvider
 from tests.fake_openai import VECTOR, FakeOpenAIServer
 
@@ -31,17 +30,6 @@ TOOL = {
 
 class Answer(BaseModel):
     price: float
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    server = FakeOpenAIServer()
-    yield server
-    server.stop()
-
-
-def chat(**kwargs: Any) -> Any:
-    return litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="ok", **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -68,9 +56,9 @@ def test_speech_asks_for_speech(telemetry: Telemetry) -> None:
 
 
 def test_embedding_dimensions_are_those_returned_else_those_asked_for(
-    telemetry: Telemetry, server: FakeOpenAIServer
+    telemetry: Telemetry, openai_server: FakeOpenAIServer
 ) -> None:
-    kwargs = server.litellm_kwargs("openai", "text-embedding-3-small")
+    kwargs = openai_server.litellm_kwargs("openai", "text-embedding-3-small")
     litellm.embedding(input=["a"], dimensions=256, **kwargs)  # the fake returns its own
     unreachable = {**kwargs, "api_base": "http://127.0.0.1:9/v1", "max_retries": 0}
     with pytest.raises(litellm.InternalServerError):  # no vectors: what was asked for

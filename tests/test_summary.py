@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,8 +12,6 @@ from pathlib import Path
 import pytest
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from spendmeter import SpendSummaryReader, _lifecycle
@@ -30,6 +25,7 @@ from spendmeter.summary import (
     render_summary,
     spend_totals,
 )
+from tests._support import Telemetry, run_instrumented
 
 
 def record_call(
@@ -83,22 +79,26 @@ def observe_budgets(meter: Meter, budgets: dict[str, tuple[float, float]]) -> No
 
 @dataclass
 class Run:
+    telemetry: Telemetry
     reader: SpendSummaryReader
-    provider: MeterProvider
     out: io.StringIO
-    in_memory: InMemoryMetricReader
     meter: Meter
     instruments: Instruments
+
+    @property
+    def provider(self) -> MeterProvider:
+        return self.telemetry.meter_provider
 
 
 @pytest.fixture
 def run() -> Run:
+    """A summary reader beside the in-memory one; each test shuts the provider down itself,
+    when the summary is to print."""
     out = io.StringIO()
     reader = SpendSummaryReader(out=out)
-    in_memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader, in_memory], shutdown_on_exit=False)
-    meter = provider.get_meter("spendmeter")
-    return Run(reader, provider, out, in_memory, meter, create_instruments(meter))
+    telemetry = Telemetry.build(readers=[reader], shutdown_on_exit=False)
+    meter = telemetry.meter_provider.get_meter("spendmeter")
+    return Run(telemetry, reader, out, meter, create_instruments(meter))
 
 
 def record_mixed_run(run: Run) -> None:
@@ -156,7 +156,7 @@ def test_prints_the_summary_table_at_shutdown(run: Run) -> None:
 def test_spend_totals_reads_the_sdk_metrics_data(run: Run) -> None:
     record_mixed_run(run)
 
-    totals = spend_totals(run.in_memory.get_metrics_data())
+    totals = spend_totals(run.telemetry.reader.get_metrics_data())
 
     by_model = {model.model: model for model in totals.models}
     assert set(by_model) == {
@@ -234,9 +234,9 @@ class BrokenStream(io.StringIO):
 
 
 def test_a_broken_stream_does_not_raise(caplog: pytest.LogCaptureFixture) -> None:
-    provider = MeterProvider(
-        metric_readers=[SpendSummaryReader(out=BrokenStream())], shutdown_on_exit=False
-    )
+    provider = Telemetry.build(
+        readers=[SpendSummaryReader(out=BrokenStream())], shutdown_on_exit=False
+    ).meter_provider
     record_call(create_instruments(provider.get_meter("spendmeter")), "m", "openai", cost=0.1)
 
     with caplog.at_level(logging.WARNING, logger="spendmeter.summary"):
@@ -246,7 +246,9 @@ def test_a_broken_stream_does_not_raise(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_writes_to_stderr_by_default(capsys: pytest.CaptureFixture[str]) -> None:
-    provider = MeterProvider(metric_readers=[SpendSummaryReader()], shutdown_on_exit=False)
+    provider = Telemetry.build(
+        readers=[SpendSummaryReader()], shutdown_on_exit=False
+    ).meter_provider
     record_call(create_instruments(provider.get_meter("spendmeter")), "m", "openai", cost=0.25)
 
     provider.shutdown()
@@ -298,24 +300,7 @@ def test_opentelemetry_instrument_loads_the_spend_summary_exporter(tmp_path: Pat
         meter.create_histogram({sc.METRIC_OPERATION_DURATION!r}, unit="s").record(0.5, attributes)
         """
     )
-    env = {
-        **os.environ,
-        "OTEL_METRICS_EXPORTER": "spend_summary",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
-    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-
-    result = subprocess.run(
-        [str(instrument), sys.executable, "-c", script],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_instrumented(["-c", script], cwd=tmp_path, OTEL_METRICS_EXPORTER="spend_summary")
 
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
@@ -380,15 +365,14 @@ def test_spans_are_flushed_before_the_summary_prints() -> None:
             out.write("spans exported\n")
             return SpanExportResult.SUCCESS
 
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(
-        BatchSpanProcessor(Recorder(), schedule_delay_millis=600_000)
+    telemetry = Telemetry.build(
+        first=lambda _: BatchSpanProcessor(Recorder(), schedule_delay_millis=600_000),
+        readers=[SpendSummaryReader(out=out)],
     )
-    _lifecycle.track_tracer_provider(tracer_provider)
-    meter_provider = MeterProvider(metric_readers=[SpendSummaryReader(out=out)])
-    tracer_provider.get_tracer("test").start_span("call").end()
+    _lifecycle.track_tracer_provider(telemetry.tracer_provider)
+    telemetry.tracer_provider.get_tracer("test").start_span("call").end()
 
-    meter_provider.shutdown()  # first, as at exit under opentelemetry-instrument
-    tracer_provider.shutdown()
+    telemetry.meter_provider.shutdown()  # first, as at exit under opentelemetry-instrument
+    telemetry.tracer_provider.shutdown()
 
     assert out.getvalue().splitlines() == ["spans exported", EMPTY_SUMMARY]

@@ -11,7 +11,7 @@ from litellm import EmbeddingResponse, ModelResponse, Usage
 from litellm.types.llms.openai import ResponseAPIUsage
 
 from spendmeter._usage import TokenUsage, token_usage
-from tests.conftest import MESSAGES
+from tests._support import MESSAGES
 
 
 def anthropic_usage(raw: dict[str, Any]) -> Usage:

@@ -12,35 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests._support import run_demo
+
 # Real servers or subprocesses: the `integration` set (`make check` leaves it out).
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "examples" / "demo.py"
-OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
-
-
-def run_demo(merged: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
-    """The demo under opentelemetry-instrument; ``merged``: stderr into stdout, in order, as a
-    terminal shows them."""
-    environment = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "OTEL_SERVICE_NAME": "spendmeter-demo",
-        "OTEL_TRACES_EXPORTER": "console",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        **env,
-    }
-    return subprocess.run(
-        [str(OPENTELEMETRY_INSTRUMENT), sys.executable, str(DEMO)],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def json_objects(text: str) -> list[dict[str, Any]]:
@@ -57,17 +32,18 @@ def json_objects(text: str) -> list[dict[str, Any]]:
     return found
 
 
-def llm_spans(stdout: str) -> list[dict[str, Any]]:
+def printed_llm_spans(output: str) -> list[dict[str, Any]]:
+    """The LLM spans the console exporter printed."""
     return [
-        doc for doc in json_objects(stdout) if "gen_ai.operation.name" in doc.get("attributes", {})
+        doc for doc in json_objects(output) if "gen_ai.operation.name" in doc.get("attributes", {})
     ]
 
 
-def test_demo_prints_priced_spans() -> None:
-    result = run_demo()
+def test_demo_prints_priced_spans(demo_run: subprocess.CompletedProcess[str]) -> None:
+    result = demo_run
 
-    assert result.returncode == 0, result.stderr
-    spans = llm_spans(result.stdout)
+    assert result.returncode == 0, result.stdout
+    spans = printed_llm_spans(result.stdout)
     assert len(spans) == 8
     statuses = [span["attributes"]["spendmeter.pricing.status"] for span in spans]
     assert statuses.count("unpriced") == 1
@@ -87,12 +63,15 @@ def test_demo_prints_priced_spans() -> None:
     } <= names
 
 
-def test_summary_at_exit_agrees_with_spans_and_counters_and_comes_last() -> None:
-    result = run_demo(merged=True, OTEL_METRICS_EXPORTER="console,spend_summary")
-    output = result.stdout
+def test_summary_at_exit_agrees_with_spans_and_counters_and_comes_last(
+    demo_run: subprocess.CompletedProcess[str],
+) -> None:
+    output = demo_run.stdout
 
-    assert result.returncode == 0, output
-    span_total = sum(span["attributes"].get("gen_ai.usage.cost", 0.0) for span in llm_spans(output))
+    assert demo_run.returncode == 0, output
+    span_total = sum(
+        span["attributes"].get("gen_ai.usage.cost", 0.0) for span in printed_llm_spans(output)
+    )
     counter_total = sum(
         point["value"]
         for doc in json_objects(output)
@@ -118,7 +97,7 @@ def test_disabled_instrumentation_makes_no_spans() -> None:
     result = run_demo(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="spendmeter")
 
     assert result.returncode == 0, result.stderr
-    assert llm_spans(result.stdout) == []
+    assert printed_llm_spans(result.stdout) == []
 
 
 def test_bad_pricing_file_is_reported_at_start_up_naming_it(tmp_path: Path) -> None:
@@ -131,7 +110,7 @@ def test_bad_pricing_file_is_reported_at_start_up_naming_it(tmp_path: Path) -> N
     line = f"spendmeter is off: SPENDMETER_PRICING_FILE: pricing file '{missing}': file not found"
     assert result.stderr.count(line) == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert llm_spans(result.stdout) == []
+    assert printed_llm_spans(result.stdout) == []
 
 
 PROBE = """
