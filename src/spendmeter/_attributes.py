@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from spendmeter import semconv as sc
-from spendmeter._fields import field
+from spendmeter._fields import field, fields
 from spendmeter._numbers import number
 
 AttributeValue = str | bool | int | float | Sequence[str]
@@ -296,20 +296,22 @@ def response_attributes(
 
 def plain_response_attributes(response: Any, capture_content: bool) -> Attributes:
     """``response_attributes`` of a response LiteLLM returned whole."""
-    choices = field(response, "choices")
+    found = fields(response) or {}
+    choices = found.get("choices")
     if not isinstance(choices, list):
         choices = []
     reasons = [str(reason) for reason in (field(c, "finish_reason") for c in choices) if reason]
     if not reasons:
-        stop_reason = field(response, "stop_reason")  # Anthropic-style messages
+        stop_reason = found.get("stop_reason")  # Anthropic-style messages
         if isinstance(stop_reason, str) and stop_reason:
             reasons = [stop_reason]
+    data = found.get("data")
     return response_attributes(
-        field(response, "id"),
-        field(response, "model"),
+        found.get("id"),
+        found.get("model"),
         reasons,
-        field(response, "service_tier"),
-        _embedding_dimensions(field(response, "data")),
+        found.get("service_tier"),
+        None if data is None else _embedding_dimensions(data),
         [_choice_output(c) for c in choices] if capture_content and choices else None,
     )
 

@@ -43,9 +43,13 @@ def fields(source: object) -> Mapping[str, Any] | None:
     return source if isinstance(source, Mapping) else None
 
 
+def privates(source: object) -> Mapping[str, Any] | None:
+    """A pydantic model's private attributes (``_hidden_params``, ...); ``None`` for others."""
+    found = getattr(source, "__pydantic_private__", None)
+    return found if isinstance(found, dict) else None
+
+
 def private(source: object, name: str) -> Any:
     """A pydantic private attribute (``_hidden_params``), or a plain attribute of that name."""
-    found = getattr(source, "__pydantic_private__", None)
-    if isinstance(found, dict):
-        return found.get(name)
-    return getattr(source, name, None)
+    found = privates(source)
+    return getattr(source, name, None) if found is None else found.get(name)

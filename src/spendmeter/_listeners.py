@@ -61,9 +61,17 @@ class SpendListener(Protocol):
 
 
 _NONE: tuple[SpendListener, ...] = ()
-# The span processors a provider last had, and the budgets among them: providers add
-# processors by replacing their tuple, so an unchanged tuple means unchanged budgets.
-_cache: dict[int, tuple[tuple[Any, ...], tuple[SpendListener, ...]]] = {}
+# The span processors a provider last had, the count of budgets stopped by then, and the live
+# budgets among them: providers add processors by replacing their tuple, and a budget that
+# stops says so (`stopped`), so an unchanged pair means unchanged budgets.
+_cache: dict[int, tuple[tuple[Any, ...], int, tuple[SpendListener, ...]]] = {}
+_stops = 0
+
+
+def stopped() -> None:
+    """A budget stopped governing (``shutdown``): look for live budgets afresh."""
+    global _stops
+    _stops += 1
 
 
 def budgets_of(provider: Any) -> tuple[SpendListener, ...]:
@@ -72,15 +80,13 @@ def budgets_of(provider: Any) -> tuple[SpendListener, ...]:
     if not processors:
         return _NONE
     cached = _cache.get(id(provider))
-    if cached is None or cached[0] is not processors:
-        if len(_cache) > 64:  # providers come and go in test suites; a handful live at once
-            _cache.clear()
-        budgets = tuple(p for p in processors if isinstance(p, SpendListener))
-        cached = _cache[id(provider)] = (processors, budgets)
-    budgets = cached[1]
-    if not budgets:
-        return _NONE
-    return tuple(budget for budget in budgets if budget.governs)
+    if cached is not None and cached[0] is processors and cached[1] == _stops:
+        return cached[2]
+    if len(_cache) > 64:  # providers come and go in test suites; a handful live at once
+        _cache.clear()
+    live = tuple(p for p in processors if isinstance(p, SpendListener) and p.governs)
+    _cache[id(provider)] = (processors, _stops, live or _NONE)
+    return live or _NONE
 
 
 def _processors_of(provider: Any) -> tuple[Any, ...]:

@@ -122,7 +122,9 @@ def provider_reported_cost(
     """
     if hidden is not None:
         headers = hidden.get("additional_headers")
-        if isinstance(headers, Mapping) and RESPONSE_COST_HEADER in headers:
+        if (
+            type(headers) is dict or isinstance(headers, Mapping)
+        ) and RESPONSE_COST_HEADER in headers:
             return amount(headers[RESPONSE_COST_HEADER])
         if UPSTREAM_USAGE_COST in hidden:
             return amount(hidden[UPSTREAM_USAGE_COST])

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from spendmeter._fields import fields as fields_of
-from spendmeter._fields import private
+from spendmeter._fields import privates
 from spendmeter._numbers import count
 
 _NOTHING: Mapping[str, object] = {}
@@ -60,8 +60,8 @@ def _chat_usage(fields: Mapping[str, object], usage: object) -> TokenUsage | Non
     output_tokens = count(fields.get("completion_tokens"))
     if input_tokens is None and output_tokens is None:
         return None
-    prompt = fields_of(fields.get("prompt_tokens_details")) or _NOTHING
-    completion = fields_of(fields.get("completion_tokens_details")) or _NOTHING
+    prompt = _details(fields.get("prompt_tokens_details"))
+    completion = _details(fields.get("completion_tokens_details"))
     # Precedence follows LiteLLM's Usage(): Anthropic's top-level counts, then DeepSeek's,
     # then the OpenAI details; the private attributes only fill in for odd hand-built objects.
     cache_read = _first(
@@ -69,16 +69,16 @@ def _chat_usage(fields: Mapping[str, object], usage: object) -> TokenUsage | Non
         fields.get("prompt_cache_hit_tokens"),
         prompt.get("cached_tokens"),
     )
-    if cache_read is None:
-        cache_read = count(private(usage, "_cache_read_input_tokens")) or 0
     cache_write = _first(
         fields.get("cache_creation_input_tokens"),
         prompt.get("cache_write_tokens"),
         prompt.get("cache_creation_tokens"),
         prompt.get("cache_creation_input_tokens"),
     )
-    if cache_write is None:
-        cache_write = count(private(usage, "_cache_creation_input_tokens")) or 0
+    if cache_read is None or cache_write is None:
+        private_read, private_write = _private_cache_counts(usage)
+        cache_read = private_read if cache_read is None else cache_read
+        cache_write = private_write if cache_write is None else cache_write
     reasoning = _first(completion.get("reasoning_tokens"), fields.get("reasoning_tokens"))
     usage_counts = TokenUsage(
         input_tokens or 0, output_tokens or 0, cache_read, cache_write, reasoning or 0
@@ -123,6 +123,19 @@ def _input_output_usage(fields: Mapping[str, object]) -> TokenUsage | None:
         reasoning_tokens=count(output_details.get("reasoning_tokens")) or 0,
         cache_write_1h_tokens=_one_hour_writes(fields_of(fields.get("cache_creation"))),
     )
+
+
+def _details(details: object) -> Mapping[str, object]:
+    return _NOTHING if details is None else fields_of(details) or _NOTHING
+
+
+def _private_cache_counts(usage: object) -> tuple[int, int]:
+    """The cache counts LiteLLM's ``Usage`` keeps privately: (read, written)."""
+    found = privates(usage)
+    if found is None:
+        return 0, 0
+    read = count(found.get("_cache_read_input_tokens")) or 0
+    return read, count(found.get("_cache_creation_input_tokens")) or 0
 
 
 def _one_hour_writes(details: Mapping[str, object] | None) -> int:

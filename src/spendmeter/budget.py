@@ -48,7 +48,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.sdk.trace import SpanProcessor
 
-from spendmeter import config
+from spendmeter import _listeners, config
 from spendmeter import semconv as sc
 from spendmeter._ledger import (
     WINDOWS,
@@ -345,6 +345,7 @@ class BudgetSpanProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         self._governs = False
+        _listeners.stopped()
         self._gauges.discard(self)
         self._ledger.close()
 

@@ -18,6 +18,7 @@ to the total, ``other`` holding what is none of the token parts (tools, surcharg
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -241,9 +242,15 @@ def _context(model: str, provider: str | None, kwargs: Mapping[str, Any]) -> dic
     return context
 
 
+# Where a call can name the base model it is priced as.
+_BASE_MODEL_KEYS = frozenset({"base_model", "model_info", "metadata", "litellm_params"})
+
+
 def base_model_of(kwargs: Mapping[str, Any]) -> str | None:
     """The ``base_model`` a call is priced as: given directly, or in ``model_info`` or the
     metadata's ``model_info``, which is where the Router and the proxy put a deployment's."""
+    if _BASE_MODEL_KEYS.isdisjoint(kwargs):  # most calls: none of them
+        return None
     candidates = [kwargs.get("base_model"), field(kwargs.get("model_info"), "base_model")]
     metadata = kwargs.get("metadata")
     candidates.append(field(field(metadata, "model_info"), "base_model"))
@@ -279,4 +286,6 @@ def _agrees(split_total: float, total: float) -> bool:
 
 
 def _number(value: object) -> float:
+    if type(value) is float and 0.0 <= value < math.inf:  # LiteLLM's split: floats
+        return value
     return amount(value) or 0.0
