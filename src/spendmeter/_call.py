@@ -32,7 +32,7 @@ from spendmeter import _attributes, _neighbours
 from spendmeter import semconv as sc
 from spendmeter._estimate import worst_case_cost
 from spendmeter._fields import field
-from spendmeter._guard import Guard, guarded
+from spendmeter._guard import Guard
 from spendmeter._listeners import SpendListener, budgets_of
 from spendmeter._tokens import INLINE_CHARS, prompt_chars
 from spendmeter._usage import TokenUsage, token_usage
@@ -261,13 +261,8 @@ class Telemetry:
         info = self.model_info(operation.name, params)
         # Shared, never mutated: the SDK copies span attributes, budgets only read them.
         attributes = info.start[params.get("stream") is True]
-        optional = guarded(
-            "reading the request",
-            _attributes.request_attributes,
-            params,
-            self.metadata_keys,
-            self.capture_content,
-            self.conversation_id_key,
+        optional = read_request(
+            params, self.metadata_keys, self.capture_content, self.conversation_id_key
         )
         if optional:
             attributes = {**attributes, **optional}
@@ -292,8 +287,39 @@ def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:
     return provider or "unknown"
 
 
+@Guard("reading usage")
 def response_usage(response: Any) -> TokenUsage | None:
     return token_usage(field(response, "usage"))
+
+
+@Guard("reading the request")
+def read_request(
+    params: Mapping[str, Any],
+    metadata_keys: tuple[str, ...],
+    capture_content: bool,
+    conversation_id_key: str | None = None,
+) -> Mapping[str, Any]:
+    """The optional attributes of a call's request (``_attributes.request_attributes``)."""
+    return _attributes.request_attributes(
+        params, metadata_keys, capture_content, conversation_id_key
+    )
+
+
+@Guard("reading the response")
+def _read_response(response: Any, capture_content: bool) -> Mapping[str, Any]:
+    return _attributes.plain_response_attributes(response, capture_content)
+
+
+@Guard("estimating a call's cost")
+def _worst_case(call: Call) -> float | None:
+    info = call.info
+    return worst_case_cost(
+        call.telemetry.pricer,
+        info.model,
+        info.provider,
+        info.base[sc.GEN_AI_OPERATION_NAME],
+        call.params,
+    )
 
 
 class Call:
@@ -438,16 +464,7 @@ class Call:
         """The most this call can cost, for budgets that reserve it before it is sent; counted
         once, however many budgets ask."""
         if self._max_cost is _NOT_YET:
-            info = self.info
-            self._max_cost = guarded(
-                "estimating a call's cost",
-                worst_case_cost,
-                self.telemetry.pricer,
-                info.model,
-                info.provider,
-                info.base[sc.GEN_AI_OPERATION_NAME],
-                self.params,
-            )
+            self._max_cost = _worst_case(self)
         return self._max_cost  # type: ignore[return-value]
 
     async def amax_cost(self) -> float | None:
@@ -521,14 +538,9 @@ class Call:
     def _outcome(self, response: Any) -> Outcome:
         self._ended = True
         return Outcome(
-            usage=guarded("reading usage", response_usage, response),
+            usage=response_usage(response),
             estimated=False,
-            response_attributes=guarded(
-                "reading the response",
-                _attributes.plain_response_attributes,
-                response,
-                self.telemetry.capture_content,
-            ),
+            response_attributes=_read_response(response, self.telemetry.capture_content),
             response=response,
         )
 

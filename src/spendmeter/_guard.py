@@ -7,9 +7,9 @@ or stopping a call, which the user asked for) passes through; every other ``Exce
 swallowed.
 
 ``Guard(step)`` is the guard as a context manager (``with Guard("ending the span"):``) and as a
-decorator (``@Guard("annotating the span")``: the method returns ``None`` when it fails); it
-holds no state, so one instance can be a module constant shared by every call and thread.
-``guarded(step, func, *args)`` is the same guard for a call whose value is wanted.
+decorator (``@Guard("annotating the span")``: the function returns ``None`` when it fails), so
+that a guarded step reads as one line where it is taken. It holds no state: one instance can be
+a module constant shared by every call and thread.
 """
 
 from __future__ import annotations
@@ -73,21 +73,16 @@ class Guard:
         return True
 
     def __call__(self, func: Callable[_P, _T]) -> Callable[_P, _T | None]:
+        step = self.step
+
         @functools.wraps(func)
         def guarded_step(*args: _P.args, **kwargs: _P.kwargs) -> _T | None:
-            with self:
+            try:  # not `with self`: this runs on every call, and try costs nothing until it fails
                 return func(*args, **kwargs)
-            return None
+            except Exception as error:
+                if not _swallows(error):
+                    raise
+                report(step, error)
+                return None
 
         return guarded_step
-
-
-def guarded(step: str, func: Callable[..., _T], *args: object) -> _T | None:
-    """``func(*args)`` under the guard; ``None`` when it fails."""
-    try:
-        return func(*args)
-    except Exception as error:
-        if not _swallows(error):
-            raise
-        report(step, error)
-        return None

@@ -27,8 +27,8 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from spendmeter import _attributes
 from spendmeter import semconv as sc
-from spendmeter._call import Call, Telemetry, new_call_id
-from spendmeter._guard import guarded
+from spendmeter._call import Call, Telemetry, new_call_id, read_request
+from spendmeter._guard import Guard
 from spendmeter.errors import BudgetExceededError
 
 # The request whose attempts are being made now; a call started inside one is its attempt.
@@ -66,16 +66,7 @@ class Request:
             sc.GEN_AI_OPERATION_NAME: operation,
             sc.GEN_AI_REQUEST_MODEL: self.group,
             sc.GEN_AI_REQUEST_STREAM: params.get("stream") is True,
-            **(
-                guarded(
-                    "reading the request",
-                    _attributes.request_attributes,
-                    params,
-                    telemetry.metadata_keys,
-                    False,
-                )
-                or {}
-            ),
+            **(read_request(params, telemetry.metadata_keys, False) or {}),
         }
         self.span: Span = (
             telemetry.tracer.start_span(
@@ -171,8 +162,9 @@ class Request:
         if self.ended:
             return
         self.ended = True
-        guarded("ending a request", self._record_end, error)
+        self._record_end(error)
 
+    @Guard("ending a request")
     def _record_end(self, error: BaseException | None) -> None:
         span = self.span
         if span.is_recording():

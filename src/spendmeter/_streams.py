@@ -19,7 +19,7 @@ from opentelemetry import context as otel_context
 from spendmeter._attributes import output_message, response_attributes
 from spendmeter._call import Call, Outcome
 from spendmeter._fields import field, private
-from spendmeter._guard import guarded
+from spendmeter._guard import Guard
 from spendmeter._tokens import (
     COUNT_LIMIT_CHARS,
     count_messages,
@@ -303,7 +303,7 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         if _failed(error):
             call.fail(error)  # type: ignore[arg-type]
             return
-        guarded("reading a stream's chunks", self._self_seen.read)
+        _read_chunks(self._self_seen)
         outcome = self._self_outcome(rough)
         try:
             call.finish(outcome)
@@ -325,7 +325,7 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         thread: assembling and counting it takes milliseconds, a long prompt far more, which
         the event loop would stand still for."""
         seen, call = self._self_seen, self._self_call
-        guarded("reading a stream's chunks", seen.read)
+        _read_chunks(seen)
         pricing = None
         if seen.usage is None:
             try:
@@ -348,19 +348,11 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
     def _self_outcome(self, rough: bool) -> Outcome:
         """What the stream brought back, its chunks read; ``rough``: count no token exactly."""
         call, seen = self._self_call, self._self_seen
-        # Each step is guarded on its own: whatever fails, the span still ends.
-        usage, estimated, priced = guarded(
-            "counting a stream's tokens", _stream_usage, call, seen, rough
-        ) or (None, False, None)
+        usage, estimated, priced = _count_stream(call, seen, rough) or (None, False, None)
         return Outcome(
             usage=usage,
             estimated=estimated,
-            response_attributes=guarded(
-                "reading a stream's response",
-                _response_attributes,
-                seen,
-                call.telemetry.capture_content,
-            ),
+            response_attributes=_read_response(seen, call.telemetry.capture_content),
             response=None,
             priced=priced,
             stream=None if priced is None else self.__wrapped__,
@@ -369,6 +361,22 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
             ),
             error=self._self_user_error,
         )
+
+
+# The steps of a stream's ending, each guarded on its own: whatever fails, the span still ends.
+@Guard("reading a stream's chunks")
+def _read_chunks(seen: _Seen) -> None:
+    seen.read()
+
+
+@Guard("counting a stream's tokens")
+def _count_stream(call: Call, seen: _Seen, rough: bool) -> tuple[TokenUsage | None, bool, Any]:
+    return _stream_usage(call, seen, rough)
+
+
+@Guard("reading a stream's response")
+def _read_response(seen: _Seen, capture_content: bool) -> Mapping[str, Any]:
+    return _response_attributes(seen, capture_content)
 
 
 def _failed(error: BaseException | None) -> bool:
