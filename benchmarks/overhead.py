@@ -1,19 +1,22 @@
-"""Side-by-side overhead of LiteLLM instrumentations, on a mocked ``litellm.completion``.
+"""Side-by-side overhead of LiteLLM instrumentations, on LiteLLM's mocked calls.
 
 Run it with one command from the repository root::
 
-    bash benchmarks/run.sh            # builds benchmarks/.venv with '.[bench]', then runs this
-    bash benchmarks/run.sh --memory   # adds the 100,000-call tracemalloc run
+    bash benchmarks/run.sh                  # builds benchmarks/.venv with '.[bench]', runs this
+    bash benchmarks/run.sh --instructions   # adds the callgrind instruction counts
+    bash benchmarks/run.sh --memory         # adds the 100,000-call tracemalloc run
 
 or, in any environment where ``pip install -e '.[bench]'`` was run, ``python
-benchmarks/overhead.py``. It prints a table and writes it as JSON to
-``benchmarks/results/overhead.json`` (``--out`` picks another path).
+benchmarks/overhead.py``. It prints a table and writes everything as JSON to
+``benchmarks/results/overhead.json`` (``--out`` picks another path). No call leaves the
+process: every call passes ``mock_response``, and LiteLLM's price map is the installed one.
 
-Contenders, each on the same pipeline: a fresh ``TracerProvider`` whose
-``BatchSpanProcessor`` feeds an exporter that counts and drops spans, and a fresh
-``MeterProvider`` whose ``PeriodicExportingMetricReader`` feeds an exporter that drops
-metrics. Each one runs with its defaults, as a user who installs it gets it:
+Contenders, each with a pipeline of its own, made once and reused: a ``TracerProvider`` whose
+``BatchSpanProcessor`` feeds an exporter that counts and drops spans, and a ``MeterProvider``
+whose ``PeriodicExportingMetricReader`` feeds an exporter that drops metrics. Each peer runs
+with its defaults, as a user who installs it gets it:
 
+- **bare**: nothing instrumented; every "added" figure is against it;
 - **spendmeter**, everything on: spans with tokens and cost, the five instruments, pricing,
   and a ``BudgetSpanProcessor`` (a budget never reached, so it counts every call);
 - **OpenInference** (``openinference-instrumentation-litellm``): spans with prompts and
@@ -21,58 +24,110 @@ metrics. Each one runs with its defaults, as a user who installs it gets it:
 - **Traceloop** (``opentelemetry-instrumentation-litellm``): spans with prompts and
   completions (its default) and its metrics;
 - and, as a yardstick rather than a contender, the **OpenTelemetry floor**: what spendmeter
-  asks of the SDK on each call and nothing else (a current CLIENT span with the same 17
-  attributes, the same four metric points), with constant values. No instrumentation that
-  records what spendmeter records can cost less than this with the stock SDK.
+  asks of the SDK per plain call and nothing else, with constant values: a CLIENT span with
+  4 start and 14 end attributes, one ``Context`` holding it, current during the call and
+  handed to all four metric points (so each can carry an exemplar of the span). No
+  instrumentation that records what spendmeter records can cost less with the stock SDK.
 
-What is fair, and how this script keeps it so:
+The time modes, and what the method cancels:
 
-- Instrumentors patch the same LiteLLM functions, so only one is instrumented at a time:
-  instrument, measure, uninstrument, then the next.
-- Machine drift (frequency scaling, other processes, a warm or cold cache) hits every
-  contender: each instrumented call is paired with a bare call, made through the
-  original function captured before anything was instrumented, in alternating order
-  (bare first, then instrumented first), so drift cancels within a pair. A contender's
-  overhead is the median of its instrumented calls minus the median of its bare calls,
-  measured in the same minutes. (Alternating matters: a bare call that always came second
-  would pay for the CPU caches the instrumented call had just cooled, and every overhead
-  would read lower than it is.)
-- Medians, not means: a garbage collection or a background export thread landing in one
-  call moves the mean, not the median. Garbage collection stays on and background
-  threads run, as they do in an app; nothing is deferred or turned off for the run.
-- Streams are timed in three parts: the call that returns the stream (start), each chunk
-  (``next()``), and the ``next()`` that ends the stream (end: this is where every
-  contender finishes its span).
-- Pricing is compared on the same response: spendmeter reads LiteLLM's precomputed
-  ``_hidden_params["response_cost"]`` (the per-call path) and, in a second figure, prices the
-  response with that figure removed by asking LiteLLM's calculator;
-  ``litellm.completion_cost`` prices it from scratch. All run hot and must agree.
+- **Interleaved rounds.** The instrumentors patch the same LiteLLM functions, so only one can
+  be instrumented at a time. Each round visits every contender: instrument it, make a few
+  untimed warm-up calls, collect garbage, time a block of calls, uninstrument. The order
+  rotates by one each round, so over a multiple of five rounds (four for streams, which the
+  floor leaves out) each contender takes each place in a round equally often. A contender's
+  added time is the median of its per-round samples minus the median of bare's. A round takes
+  seconds, so drift slower than that (frequency scaling, other jobs starting and stopping, a
+  machine warming up) moves every contender's samples alike and cancels in the difference;
+  measuring one contender after another, minutes apart, let it bias the ratios.
+- **What it does not cancel.** Noise faster than a round (a burst from another process during
+  one block) is only damped by the medians; the ``±`` columns, a standard error estimated from
+  the interquartile range of the per-round differences to bare, show how much is left, and a
+  target whose verdict lies within it is printed as undecided. A visit follows the same
+  neighbour each round; its warm-up calls are what absorb the caches the neighbour leaves.
+  LiteLLM runs a sync call's logging in a thread pool of its own, which can spill past the
+  end of a block (async blocks wait for LiteLLM's logging worker inside the timed window).
+- **Wall and CPU.** Every block is timed with both clocks: wall (``perf_counter``), what a
+  caller waits, and CPU (``process_time``: every thread of the process, so LiteLLM's executor
+  and logging threads and the exporters' too), which leaves out the time spent waiting for a
+  CPU and so is the steadier on a shared machine.
+- **Plain and async calls**: blocks of sequential ``completion`` / ``acompletion`` calls.
+- **Throughput**: per visit, ``asyncio.gather`` of 1,000 ``acompletion`` tasks; calls/s from
+  the wall time, CPU per call from the CPU time.
+- **Per stream chunk**, isolated from LiteLLM's own work: a long stream (1,000 chunks: the
+  mock streams three characters a chunk) and a short one (10 chunks), with
+  ``stream_options={"include_usage": True}``. ``(long - short)`` cancels what a call costs
+  once (its start and end); subtracting bare's ``(long - short)`` cancels LiteLLM's own work
+  per chunk. Divided by the chunk difference, that is what an instrumentation adds per chunk.
+  It cancels LiteLLM's work on average, not its noise: LiteLLM's mock spends orders of
+  magnitude more per chunk than the 1 us target, so the time figure is mostly noise unless
+  the machine is quiet and the rounds many. The instruction count resolves it.
+- Garbage collection stays on and the exporters' threads run (5 s intervals), as in an app;
+  a block pays for the collections its own allocations trigger.
+
+The instruction mode (``--instructions``) runs this script again under ``valgrind
+--tool=callgrind --instr-atstart=no`` with ``PYTHONHASHSEED=0``, and counts regions from inside
+the process through a small C library (``benchmarks/region.c``, built into the gitignored
+``benchmarks/build/``): per contender, instrument, warm up, collect garbage, zero the counters
+and start counting, make the calls, stop and dump. Each count is split into parts, a region
+each (N plain calls in 3 parts; 4 short streams in 2; 2 long streams, 300 chunks by default,
+in 2), and the ``±`` is the standard error over the parts. Instructions per call are the
+parts' mean total over their calls; per chunk, the same subtraction as above.
+
+- Callgrind counts every thread, so LiteLLM's logging threads get a moment to finish before
+  a region stops. So that background threads add no noise, this mode exports spans and
+  metrics once an hour (flushed before each region): the counts hold everything done on the
+  call path, queueing a span for export included, but not the export.
+- A count does not drift with the machine, so this mode needs no interleaving. What is left
+  is the interpreter's own variation from one identical region to the next (it stays with
+  garbage collection off): about 0.2% of a region, some 10k instructions a plain call and a
+  few thousand a chunk. More long streams narrow it; longer ones barely do.
+- Instructions are not time (cache misses and allocations cost differently), but they barely
+  move on a busy machine, which the time figures do. The dumps stay in
+  ``benchmarks/results/callgrind/`` for ``callgrind_annotate``.
+
+Pricing is compared on the same response: spendmeter reads LiteLLM's precomputed
+``_hidden_params["response_cost"]`` (the per-call path) and, in a second figure, prices the
+response with that figure removed by asking LiteLLM's calculator; ``litellm.completion_cost``
+prices it from scratch. All run hot and must agree.
+
+The memory run (``--memory``) makes 100,000 instrumented calls under tracemalloc and reports
+what spendmeter and OpenTelemetry keep alive per call: it must be about zero.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import functools
 import gc
 import json
 import math
 import os
 import platform
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import Token
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 # LiteLLM reads this at import: its price map from the installed package, never the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
+import litellm.main
 from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -83,7 +138,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
 from wrapt import wrap_function_wrapper
 
 from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
@@ -95,10 +151,18 @@ from spendmeter.pricing import Pricer
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "What does this call cost?"}]
 ANSWER = "About a hundredth of a cent, give or take a token."
-# LiteLLM's mock streams three characters a chunk: 20 text chunks, then the usage chunk.
-STREAM_ANSWER = "Streams are billed by the token, too. " + "x" * 22
-RESULTS = Path(__file__).parent / "results" / "overhead.json"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "overhead.json"
+REGION_SOURCE = HERE / "region.c"
+BUILD = HERE / "build"  # gitignored
+BARE = "bare"
+FLOOR = "otel floor"
+SPENDMETER = "spendmeter"
+TRACELOOP = "traceloop"
+# Seconds LiteLLM's logging threads get to finish their work before a callgrind region stops.
+SETTLE_S = 0.5
 
+T = TypeVar("T")
 Call = Callable[[], Any]
 
 
@@ -142,11 +206,21 @@ class Pipeline:
     spans: CountingSpanDropper
 
     @classmethod
-    def fresh(cls) -> Pipeline:
+    def fresh(cls, *, quiet: bool = False) -> Pipeline:
+        """``quiet``: export once an hour and never on a full batch, so that no exporter thread
+        wakes inside a counted region (spans are flushed before each one)."""
+        interval_ms = 3_600_000 if quiet else 5_000  # 5 s: the span processor's default
+        queue, batch = (1 << 16, 1 << 16) if quiet else (2048, 512)
         spans = CountingSpanDropper()
         tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(BatchSpanProcessor(spans))
-        reader = PeriodicExportingMetricReader(MetricDropper(), export_interval_millis=5_000)
+        processor = BatchSpanProcessor(
+            spans,
+            max_queue_size=queue,
+            schedule_delay_millis=interval_ms,
+            max_export_batch_size=batch,
+        )
+        tracer_provider.add_span_processor(processor)
+        reader = PeriodicExportingMetricReader(MetricDropper(), export_interval_millis=interval_ms)
         return cls(tracer_provider, MeterProvider(metric_readers=[reader]), spans)
 
     def exported_spans(self) -> int:
@@ -162,57 +236,92 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class Instrumentation:
+    """Turns one contender on and off; it is turned on and off again every round."""
+
+    on: Callable[[], None]
+    off: Callable[[], None]
+
+
+@dataclass(frozen=True)
 class Contender:
     name: str
-    package: str
-    # Instruments LiteLLM on the pipeline; returns what undoes it.
-    instrument: Callable[[Pipeline], Callable[[], None]]
+    package: str | None
+    # Readies the contender on its pipeline, once; instruments nothing yet.
+    prepare: Callable[[Pipeline], Instrumentation]
     streams: bool = True  # whether its stream numbers mean anything
 
 
-def _spendmeter(pipeline: Pipeline) -> Callable[[], None]:
-    pipeline.tracer_provider.add_span_processor(BudgetSpanProcessor(1_000_000.0))
+def _nothing() -> None:
+    pass
+
+
+def _bare(pipeline: Pipeline) -> Instrumentation:
+    return Instrumentation(_nothing, _nothing)
+
+
+def _spendmeter(pipeline: Pipeline) -> Instrumentation:
+    provider = pipeline.tracer_provider
     instrumentor = LiteLLMInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider
-    )
-    return instrumentor.uninstrument
+
+    def on() -> None:
+        # uninstrument() shuts the budget down for good (a budget governs one instrumentation),
+        # so every round gets a fresh one, in the old one's place: adding one a round would leave
+        # the dead ones on the provider, each still handed every span.
+        _replace_budget(provider, BudgetSpanProcessor(1_000_000.0))
+        instrumentor.instrument(tracer_provider=provider, meter_provider=pipeline.meter_provider)
+
+    return Instrumentation(on, instrumentor.uninstrument)
 
 
-def _openinference(pipeline: Pipeline) -> Callable[[], None]:
+def _replace_budget(provider: TracerProvider, budget: BudgetSpanProcessor) -> None:
+    # The SDK has no public way to remove a span processor; spendmeter itself finds budgets in
+    # this same private tuple.
+    active = provider._active_span_processor
+    with active._lock:
+        kept = [p for p in active._span_processors if not isinstance(p, BudgetSpanProcessor)]
+        active._span_processors = (*kept, budget)
+
+
+def _openinference(pipeline: Pipeline) -> Instrumentation:
     from openinference.instrumentation.litellm import LiteLLMInstrumentor as Peer
 
     instrumentor = Peer()
-    instrumentor.instrument(tracer_provider=pipeline.tracer_provider)
-    return instrumentor.uninstrument
+    return Instrumentation(
+        lambda: instrumentor.instrument(tracer_provider=pipeline.tracer_provider),
+        instrumentor.uninstrument,
+    )
 
 
-def _traceloop(pipeline: Pipeline) -> Callable[[], None]:
+def _traceloop(pipeline: Pipeline) -> Instrumentation:
     # The peer this benchmark compares with; spendmeter itself never imports it.
     from opentelemetry.instrumentation.litellm import LiteLLMInstrumentor as Peer
 
     instrumentor = Peer()
-    instrumentor.instrument(
-        tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider
+    return Instrumentation(
+        lambda: instrumentor.instrument(
+            tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider
+        ),
+        instrumentor.uninstrument,
     )
-    return instrumentor.uninstrument
 
 
-def _otel_floor(pipeline: Pipeline) -> Callable[[], None]:
-    """Not a peer: what spendmeter asks of the OpenTelemetry SDK on each call, and nothing
-    else, with constant values: a CLIENT span with the same 17 attributes, current during
-    the call, and the same four metric points on the same instruments."""
+def _otel_floor(pipeline: Pipeline) -> Instrumentation:
+    """Not a peer: what spendmeter asks of the OpenTelemetry SDK per plain call, and nothing
+    else, with constant values: a CLIENT span with 4 start and 14 end attributes, one Context
+    holding it, current during the call and given to all four metric points, so that each
+    point can carry an exemplar linked to the span."""
     tracer = pipeline.tracer_provider.get_tracer("floor")
     instruments = create_instruments(pipeline.meter_provider.get_meter("floor"))
-    base = {
+    base: dict[str, AttributeValue] = {
         sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT,
         sc.GEN_AI_PROVIDER_NAME: "openai",
         sc.GEN_AI_REQUEST_MODEL: MODEL,
     }
-    start = {**base, sc.GEN_AI_REQUEST_STREAM: False}
-    inputs = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}
-    outputs = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
-    end = {
+    start: dict[str, AttributeValue] = {**base, sc.GEN_AI_REQUEST_STREAM: False}
+    inputs: dict[str, AttributeValue] = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}
+    outputs: dict[str, AttributeValue] = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
+    end: dict[str, AttributeValue] = {
         sc.GEN_AI_RESPONSE_ID: "chatcmpl-0123456789",
         sc.GEN_AI_RESPONSE_MODEL: MODEL,
         sc.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"],
@@ -226,211 +335,572 @@ def _otel_floor(pipeline: Pipeline) -> Callable[[], None]:
         sc.SPENDMETER_COST_OUTPUT: 1.2e-05,
         sc.SPENDMETER_COST_CACHE_READ: 0.0,
         sc.SPENDMETER_COST_CACHE_WRITE: 0.0,
+        sc.SPENDMETER_COST_OTHER: 0.0,
     }
 
-    def started() -> tuple[Any, Any]:
+    def started() -> tuple[Span, Context, Token[Context]]:
         span = tracer.start_span("chat " + MODEL, kind=SpanKind.CLIENT, attributes=start)
-        return span, context.attach(trace.set_span_in_context(span))
+        ctx = trace.set_span_in_context(span)
+        return span, ctx, context.attach(ctx)
 
-    def finished(span: Any, token: Any) -> None:
+    def finished(span: Span, ctx: Context, token: Token[Context]) -> None:
         context.detach(token)
         span.set_attributes(end)
         span.end()
-        instruments.duration.record(0.001, base)
-        instruments.token_usage.record(10, inputs)
-        instruments.token_usage.record(20, outputs)
-        instruments.cost.add(1.35e-05, base)
+        instruments.duration.record(0.001, base, context=ctx)
+        instruments.token_usage.record(10, inputs, context=ctx)
+        instruments.token_usage.record(20, outputs, context=ctx)
+        instruments.cost.add(1.35e-05, base, context=ctx)
 
     def sync(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        span, token = started()
+        span, ctx, token = started()
         try:
             return wrapped(*args, **kwargs)
         finally:
-            finished(span, token)
+            finished(span, ctx, token)
 
     async def asynchronous(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        span, token = started()
+        span, ctx, token = started()
         try:
             return await wrapped(*args, **kwargs)
         finally:
-            finished(span, token)
+            finished(span, ctx, token)
 
-    wrap_function_wrapper(litellm, "completion", sync)
-    wrap_function_wrapper(litellm, "acompletion", asynchronous)
+    def on() -> None:
+        wrap_function_wrapper(litellm, "completion", sync)
+        wrap_function_wrapper(litellm, "acompletion", asynchronous)
 
-    def undo() -> None:
+    def off() -> None:
         unwrap(litellm, "completion")
         unwrap(litellm, "acompletion")
 
-    return undo
+    return Instrumentation(on, off)
 
 
 CONTENDERS = (
-    Contender("otel floor", "opentelemetry-sdk", _otel_floor, streams=False),
-    Contender("spendmeter", "spendmeter", _spendmeter),
+    Contender(BARE, None, _bare),
+    Contender(FLOOR, "opentelemetry-sdk", _otel_floor, streams=False),
+    Contender(SPENDMETER, "spendmeter", _spendmeter),
     Contender("openinference", "openinference-instrumentation-litellm", _openinference),
-    Contender("traceloop", "opentelemetry-instrumentation-litellm", _traceloop),
+    Contender(TRACELOOP, "opentelemetry-instrumentation-litellm", _traceloop),
 )
+
+
+def _patch_points() -> tuple[Any, ...]:
+    """Every function some contender replaces to instrument a chat call."""
+    found = [litellm.completion, litellm.acompletion]
+    found += [litellm.main.completion, litellm.main.acompletion]
+    # Newer LiteLLMs route litellm.completion through a dispatcher that calls these.
+    dispatch = sys.modules.get("litellm.chat_completions.dispatch")
+    for name in ("_PYTHON_COMPLETION", "_PYTHON_ACOMPLETION"):
+        found.append(getattr(dispatch, name, None))
+    return tuple(found)
+
+
+ORIGINALS = _patch_points()
+
+
+def _patched() -> bool:
+    # Identity, not ==: a wrapt wrapper compares equal to the function it wraps.
+    return any(now is not then for now, then in zip(_patch_points(), ORIGINALS, strict=True))
+
+
+@dataclass
+class Live:
+    """A contender readied on its pipeline; ``error`` once it failed and is left out."""
+
+    contender: Contender
+    pipeline: Pipeline
+    instrumentation: Instrumentation
+    spans_per_call: int = 0
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.contender.name
+
+    @contextmanager
+    def instrumented(self) -> Iterator[None]:
+        self.instrumentation.on()
+        try:
+            if self.name != BARE and not _patched():
+                raise RuntimeError("instrument() patched none of LiteLLM's chat functions")
+            yield
+        finally:
+            self.instrumentation.off()
+            # A contender that left LiteLLM patched would make every later "bare" sample wrong.
+            if _patched():
+                raise RuntimeError(f"{self.name}: uninstrument() left LiteLLM patched")
+
+
+def set_up(
+    names: Sequence[str] | None, *, quiet: bool = False
+) -> tuple[list[Live], dict[str, str]]:
+    """Ready the chosen contenders (bare always), each on a pipeline of its own; check that each
+    makes spans when on and leaves LiteLLM as it found it when off. Returns the ready ones and
+    the errors of those that could not be readied."""
+    lives: list[Live] = []
+    errors: dict[str, str] = {}
+    for contender in CONTENDERS:
+        if names and contender.name != BARE and contender.name not in names:
+            continue
+        pipeline = Pipeline.fresh(quiet=quiet)
+        try:
+            live = Live(contender, pipeline, contender.prepare(pipeline))
+            with live.instrumented():
+                before = pipeline.exported_spans()
+                plain_call()
+                live.spans_per_call = pipeline.exported_spans() - before
+            if contender.name != BARE and live.spans_per_call < 1:
+                raise RuntimeError("instrumented, but made no span")
+        except Exception as error:  # a peer missing, or broken on this LiteLLM
+            if contender.name == BARE:
+                raise
+            errors[contender.name] = f"{type(error).__name__}: {error}"
+            pipeline.shutdown()
+            continue
+        lives.append(live)
+    return lives, errors
+
+
+def tear_down(lives: Sequence[Live]) -> None:
+    for live in lives:
+        live.pipeline.shutdown()
 
 
 # --- the calls -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Functions:
-    completion: Callable[..., Any]
-    acompletion: Callable[..., Any]
-
-    @classmethod
-    def current(cls) -> Functions:
-        return cls(litellm.completion, litellm.acompletion)
+def plain_call() -> Any:
+    # Looked up on the module each call: whichever contender is on right now.
+    return litellm.completion(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
 
 
-def plain(functions: Functions) -> Call:
-    completion = functions.completion
-    return lambda: completion(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
+async def async_call() -> Any:
+    return await litellm.acompletion(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
 
 
-def streamed(functions: Functions) -> Call:
-    completion = functions.completion
-    return lambda: completion(
+def stream_text(chunks: int) -> str:
+    """A mock answer LiteLLM streams in ``chunks`` text chunks: three characters a chunk, each
+    different from the one before (LiteLLM ends a stream that repeats a chunk)."""
+    return "".join(f"{index % 1000:03d}" for index in range(chunks))
+
+
+def consume(text: str) -> int:
+    """Stream ``text`` to the end, with usage; returns the number of chunks."""
+    stream = litellm.completion(
         model=MODEL,
         messages=MESSAGES,
-        mock_response=STREAM_ANSWER,
+        mock_response=text,
         stream=True,
         stream_options={"include_usage": True},
     )
+    return sum(1 for _chunk in stream)
 
 
-# --- measuring -----------------------------------------------------------------------------
+async def flush_litellm_logging() -> None:
+    """Wait for LiteLLM's async logging worker to finish what the calls so far queued, so that
+    a block pays for its own calls' logging and none spills into the next contender's."""
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:  # a LiteLLM without the worker logs inline
+        return
+    flush = getattr(GLOBAL_LOGGING_WORKER, "flush", None)
+    if flush is not None:
+        await flush()
 
 
-def _pairs(rounds: int) -> Iterator[tuple[int, int]]:
-    """Which of (bare, instrumented) goes first in each round: they alternate."""
+# --- interleaving --------------------------------------------------------------------------
+
+
+def interleave(lives: Sequence[Live], rounds: int, visit: Callable[[], T]) -> dict[str, list[T]]:
+    """Samples of ``visit()`` per contender, one a round, with only that contender on. Each
+    round visits every contender, starting one further along than the round before."""
+    samples: dict[str, list[T]] = {live.name: [] for live in lives}
     for index in range(rounds):
-        yield (0, 1) if index % 2 == 0 else (1, 0)
+        shift = index % len(lives)
+        for live in (*lives[shift:], *lives[:shift]):
+            if live.error is not None:
+                continue
+            try:
+                with live.instrumented():
+                    samples[live.name].append(visit())
+            except Exception as error:  # a peer that fails on this LiteLLM: left out from now
+                if live.name == BARE:
+                    raise
+                live.error = f"{type(error).__name__}: {error}"
+    return {live.name: samples[live.name] for live in lives if live.error is None}
 
 
-def measure_calls(bare: Call, instrumented: Call, rounds: int, warmup: int) -> dict[str, Any]:
+class Sample(NamedTuple):
+    """Seconds per unit of work (a call, a chunk): wall clock, and CPU of the whole process
+    (every thread: LiteLLM's executor and logging threads, the exporters)."""
+
+    wall: float
+    cpu: float
+
+
+def _clocks() -> Sample:
+    return Sample(time.perf_counter(), time.process_time())
+
+
+def _per(start: Sample, units: int) -> Sample:
+    now = _clocks()
+    return Sample((now.wall - start.wall) / units, (now.cpu - start.cpu) / units)
+
+
+def timed_block(calls: int, warmup: int) -> Sample:
+    """Per plain call, over a block of ``calls``."""
     for _ in range(warmup):
-        bare()
-        instrumented()
-    calls = (bare, instrumented)
-    samples: tuple[list[float], list[float]] = ([], [])
-    clock = time.perf_counter
-    for order in _pairs(rounds):
-        for which in order:
-            call = calls[which]
-            start = clock()
-            call()
-            samples[which].append(clock() - start)
-    return _compare(*samples)
+        plain_call()
+    gc.collect()  # every block starts with no one else's garbage
+    start = _clocks()
+    for _ in range(calls):
+        plain_call()
+    return _per(start, calls)
 
 
-def measure_async_calls(
-    bare: Functions, instrumented: Functions, rounds: int, warmup: int
-) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        calls = (bare.acompletion, instrumented.acompletion)
+def timed_async_block(calls: int, warmup: int) -> Sample:
+    """Per ``acompletion`` awaited one after the other, over a block of ``calls``."""
+
+    async def run() -> Sample:
         for _ in range(warmup):
-            for call in calls:
-                await call(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
-        samples: tuple[list[float], list[float]] = ([], [])
-        clock = time.perf_counter
-        for order in _pairs(rounds):
-            for which in order:
-                call = calls[which]
-                start = clock()
-                await call(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
-                samples[which].append(clock() - start)
-        return _compare(*samples)
+            await async_call()
+        await flush_litellm_logging()
+        gc.collect()
+        start = _clocks()
+        for _ in range(calls):
+            await async_call()
+        await flush_litellm_logging()
+        return _per(start, calls)
 
     return asyncio.run(run())
 
 
-@dataclass
-class StreamSamples:
-    start: list[float]
-    chunks: list[float]
-    end: list[float]
+def timed_burst(tasks: int, warmup: int) -> Sample:
+    """Per call, of ``tasks`` concurrent ``acompletion`` calls and their logging."""
 
-    def add(self, open_stream: Call) -> None:
-        clock = time.perf_counter
-        begin = clock()
-        stream = open_stream()
-        self.start.append(clock() - begin)
-        while True:
-            begin = clock()
-            try:
-                next(stream)
-            except StopIteration:
-                self.end.append(clock() - begin)
-                return
-            self.chunks.append(clock() - begin)
-
-
-def measure_streams(bare: Call, instrumented: Call, rounds: int, warmup: int) -> dict[str, Any]:
-    samples = (StreamSamples([], [], []), StreamSamples([], [], []))
-    calls = (bare, instrumented)
-    for _ in range(warmup):
-        for call in calls:
-            for _chunk in call():
-                pass
-    for order in _pairs(rounds):
-        for which in order:
-            samples[which].add(calls[which])
-    chunks_per_stream = len(samples[0].chunks) / rounds
-    return {
-        "chunks_per_stream": chunks_per_stream,
-        "start": _compare(samples[0].start, samples[1].start),
-        "chunk": _compare(samples[0].chunks, samples[1].chunks),
-        "end": _compare(samples[0].end, samples[1].end),
-    }
-
-
-def _compare(bare: list[float], instrumented: list[float]) -> dict[str, Any]:
-    bare_us = statistics.median(bare) * 1e6
-    instrumented_us = statistics.median(instrumented) * 1e6
-    return {
-        "samples": len(bare),
-        "bare_us": round(bare_us, 2),
-        "instrumented_us": round(instrumented_us, 2),
-        "added_us": round(instrumented_us - bare_us, 2),
-        "ratio": round(instrumented_us / bare_us, 4),
-    }
-
-
-def run_contender(
-    contender: Contender, originals: Functions, rounds: int, stream_rounds: int
-) -> dict[str, Any]:
-    pipeline = Pipeline.fresh()
-    try:
-        undo = contender.instrument(pipeline)
-    except Exception as error:  # a peer that cannot be installed or instrumented
-        pipeline.shutdown()
-        return {"error": f"{type(error).__name__}: {error}"}
-    try:
-        patched = Functions.current()
-        if patched.completion is originals.completion:
-            return {"error": "instrument() left litellm.completion unpatched"}
-        warmup = max(rounds // 10, 20)
-        results: dict[str, Any] = {}
-        before = pipeline.exported_spans()
-        patched.completion(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
-        results["spans_per_call"] = pipeline.exported_spans() - before
-        results["plain"] = measure_calls(plain(originals), plain(patched), rounds, warmup)
-        results["async"] = measure_async_calls(originals, patched, rounds, warmup)
-        if contender.streams:
-            results["stream"] = measure_streams(
-                streamed(originals), streamed(patched), stream_rounds, max(stream_rounds // 10, 10)
-            )
-        return results
-    except Exception as error:  # a peer that fails on this LiteLLM version
-        return {"error": f"{type(error).__name__}: {error}"}
-    finally:
-        undo()
-        pipeline.shutdown()
+    async def run() -> Sample:
+        await asyncio.gather(*(async_call() for _ in range(warmup)))
+        await flush_litellm_logging()
         gc.collect()
+        start = _clocks()
+        await asyncio.gather(*(async_call() for _ in range(tasks)))
+        await flush_litellm_logging()
+        return _per(start, tasks)
+
+    return asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class StreamSample:
+    long: Sample
+    short: Sample  # the median of the visit's short streams
+    long_chunks: int
+    short_chunks: int
+
+    @property
+    def per_chunk(self) -> Sample:
+        """Per chunk beyond the short stream's: what a call costs once cancels out."""
+        extra = self.long_chunks - self.short_chunks
+        return Sample(
+            (self.long.wall - self.short.wall) / extra, (self.long.cpu - self.short.cpu) / extra
+        )
+
+
+def timed_streams(long_text: str, short_text: str, shorts: int, warmup: int) -> StreamSample:
+    for _ in range(warmup):
+        consume(short_text)
+    gc.collect()
+    long, long_chunks = _timed_stream(long_text)
+    short = [_timed_stream(short_text) for _ in range(shorts)]
+    short_chunks = {chunks for _sample, chunks in short}
+    if len(short_chunks) != 1:
+        raise RuntimeError(f"short streams of different lengths: {short_chunks}")
+    median = Sample(
+        statistics.median(sample.wall for sample, _c in short),
+        statistics.median(sample.cpu for sample, _c in short),
+    )
+    return StreamSample(long, median, long_chunks, short_chunks.pop())
+
+
+def _timed_stream(text: str) -> tuple[Sample, int]:
+    start = _clocks()
+    chunks = consume(text)
+    return _per(start, 1), chunks
+
+
+# --- summaries -----------------------------------------------------------------------------
+
+
+def summarise(samples: dict[str, list[Sample]]) -> dict[str, Any]:
+    return {
+        "wall": compare({name: [s.wall for s in rows] for name, rows in samples.items()}),
+        "cpu": compare({name: [s.cpu for s in rows] for name, rows in samples.items()}),
+    }
+
+
+def compare(samples: dict[str, list[float]], scale: float = 1e6) -> dict[str, dict[str, Any]]:
+    """Per contender: median, added = median - bare's median, its ``error``, ratio to bare;
+    ``scale`` turns seconds into microseconds."""
+    bare = samples[BARE]
+    bare_median = statistics.median(bare)
+    found = {}
+    for name, values in samples.items():
+        median = statistics.median(values)
+        paired = [value - base for value, base in zip(values, bare, strict=True)]  # same rounds
+        found[name] = {
+            "rounds": len(values),
+            "median": round(median * scale, 3),
+            "added": round((median - bare_median) * scale, 3),
+            "error": round(_median_error(paired) * scale, 3),
+            "ratio": round(median / bare_median, 4),
+            "samples": [round(value * scale, 3) for value in values],
+        }
+    return found
+
+
+def _median_error(values: Sequence[float]) -> float:
+    """The standard error of a median, from the interquartile range (robust to the outliers a
+    shared machine makes): 1.2533 sigma / sqrt(n), sigma = IQR / 1.349."""
+    if len(values) < 2:
+        return 0.0
+    low, _median, high = statistics.quantiles(values, n=4)
+    return 0.929 * (high - low) / math.sqrt(len(values))
+
+
+def measure_time(lives: list[Live], args: argparse.Namespace) -> dict[str, Any]:
+    def step(name: str) -> None:
+        print(f"time: {name} ...", file=sys.stderr, flush=True)
+
+    found: dict[str, Any] = {}
+    step(f"plain calls, {args.rounds} rounds of {args.block}")
+    visit = functools.partial(timed_block, args.block, args.warmup)
+    found["plain"] = summarise(interleave(lives, args.rounds, visit))
+    step(f"async calls, {args.rounds} rounds of {args.block}")
+    visit = functools.partial(timed_async_block, args.block, args.warmup)
+    found["async"] = summarise(interleave(lives, args.rounds, visit))
+    step(f"throughput, {args.throughput_rounds} rounds of {args.tasks:,} tasks")
+    found["throughput"] = measure_throughput(lives, args)
+    step(f"streams, {args.stream_rounds} rounds of {args.long_chunks} and {args.short_chunks}")
+    found["stream"] = measure_streams(lives, args)
+    return found
+
+
+def measure_throughput(lives: list[Live], args: argparse.Namespace) -> dict[str, Any]:
+    visit = functools.partial(timed_burst, args.tasks, 20)
+    found = summarise(interleave(lives, args.throughput_rounds, visit))
+    for row in found["wall"].values():
+        row["calls_per_s"] = round(1e6 / row["median"], 1)
+    return {"tasks": args.tasks, **found}
+
+
+def measure_streams(lives: list[Live], args: argparse.Namespace) -> dict[str, Any]:
+    streaming = [live for live in lives if live.contender.streams]
+    long_text, short_text = stream_text(args.long_chunks), stream_text(args.short_chunks)
+    visit = functools.partial(timed_streams, long_text, short_text, 3, 2)
+    samples = interleave(streaming, args.stream_rounds, visit)
+    chunks = {(s.long_chunks, s.short_chunks) for rows in samples.values() for s in rows}
+    if len(chunks) != 1:
+        raise RuntimeError(f"contenders saw streams of different lengths: {chunks}")
+    long_chunks, short_chunks = chunks.pop()
+    per_chunk = {name: [s.per_chunk for s in rows] for name, rows in samples.items()}
+    return {"long_chunks": long_chunks, "short_chunks": short_chunks, **summarise(per_chunk)}
+
+
+# --- instruction counts (callgrind) --------------------------------------------------------
+
+
+def count_instructions(args: argparse.Namespace) -> dict[str, Any]:
+    """Run this script under callgrind (see the module docstring) and read its dumps."""
+    for tool in ("valgrind", "gcc"):
+        if shutil.which(tool) is None:
+            return {"error": f"--instructions needs {tool} on PATH"}
+    library = _build_region_library()
+    out = RESULTS.parent / "callgrind"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}/cg.%p",
+        f"--log-file={out}/valgrind.log",
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--callgrind-child",
+        str(out),
+        "--region-library",
+        str(library),
+        "--instruction-calls",
+        str(args.instruction_calls),
+        "--instruction-long-chunks",
+        str(args.instruction_long_chunks),
+        "--short-chunks",
+        str(args.short_chunks),
+        *(["--only", *args.only] if args.only else []),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, check=False)
+    if done.returncode != 0:
+        return {"error": f"callgrind run failed ({done.returncode}); see {out}/valgrind.log"}
+    meta = json.loads((out / "meta.json").read_text())
+    found = summarise_instructions(read_dumps(out), meta)
+    found["seconds"] = round(time.perf_counter() - started, 1)
+    return found
+
+
+def _build_region_library() -> Path:
+    library = BUILD / "region.so"
+    if not library.exists() or library.stat().st_mtime < REGION_SOURCE.stat().st_mtime:
+        BUILD.mkdir(exist_ok=True)
+        command = ["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(REGION_SOURCE)]
+        subprocess.run(command, check=True)
+    return library
+
+
+# Each count is split into parts, one region each, so that their spread gives an error bar.
+PARTS = {"plain": 3, "short": 2, "long": 2}
+STREAMS_PER_PART = {"short": 2, "long": 1}
+
+
+class Region:
+    """Counts instructions between start and stop, through benchmarks/region.c."""
+
+    def __init__(self, path: str) -> None:
+        self._lib = ctypes.CDLL(path)
+        self._lib.region_stop.argtypes = [ctypes.c_char_p]
+        if not self._lib.running_on_valgrind():
+            raise SystemExit("--callgrind-child runs under valgrind only; use --instructions")
+
+    def count_parts(self, kind: str, live: Live, call: Call, times: int, warmup: int) -> None:
+        for _ in range(warmup):
+            call()
+        for part in range(PARTS[kind]):
+            self.count(f"{kind}|{live.name}|{part}", call, times, live)
+
+    def count(self, label: str, call: Call, times: int, live: Live) -> None:
+        # Before counting: the spans queued so far exported (a quiet pipeline exports on
+        # nothing else), no garbage left, LiteLLM's logging threads done with the warm-up.
+        live.pipeline.tracer_provider.force_flush()
+        gc.collect()
+        time.sleep(SETTLE_S)
+        self._lib.region_start()
+        try:
+            for _ in range(times):
+                call()
+            time.sleep(SETTLE_S)  # LiteLLM's logging threads finish these calls, counted
+        finally:
+            self._lib.region_stop(label.encode())
+
+
+def callgrind_child(args: argparse.Namespace) -> int:
+    """Inside valgrind: per contender, regions of plain calls, then of short and long streams.
+    No need to interleave here: a count does not drift with the machine."""
+    region = Region(args.region_library)
+    lives, errors = set_up(args.only, quiet=True)
+    long_text = stream_text(args.instruction_long_chunks)
+    short_text = stream_text(args.short_chunks)
+    chunks = {"long": consume(long_text), "short": consume(short_text)}
+    calls = max(args.instruction_calls // PARTS["plain"], 1)
+    units = {"plain": calls, **STREAMS_PER_PART}
+    for live in lives:
+        print(f"callgrind: {live.name} ...", file=sys.stderr, flush=True)
+        try:
+            with live.instrumented():
+                region.count_parts("plain", live, plain_call, calls, 30)
+                if live.contender.streams:
+                    consume(long_text)  # warms what only a long stream reaches; not counted
+                    short = functools.partial(consume, short_text)
+                    region.count_parts("short", live, short, units["short"], 3)
+                    long = functools.partial(consume, long_text)
+                    region.count_parts("long", live, long, units["long"], 0)
+        except Exception as error:  # a peer that fails on this LiteLLM
+            errors[live.name] = f"{type(error).__name__}: {error}"
+    meta = {
+        "units_per_part": units,
+        "chunks": chunks,
+        "order": [live.name for live in lives if live.name not in errors],
+        "errors": errors,
+    }
+    (Path(args.callgrind_child) / "meta.json").write_text(json.dumps(meta, indent=2))
+    tear_down(lives)
+    return 0
+
+
+def read_dumps(directory: Path) -> dict[str, int]:
+    """Instructions per region label. A dump's ``summary:`` line reads 0 when instrumentation
+    started late; its ``totals:`` line holds the count."""
+    counts = {}
+    for path in directory.glob("cg.*"):
+        text = path.read_text(errors="replace")
+        label = re.search(r"^desc: Trigger: Client Request: (.+)$", text, re.MULTILINE)
+        total = re.search(r"^totals: (\d+)", text, re.MULTILINE)
+        if label and total:
+            counts[label.group(1)] = int(total.group(1))
+    return counts
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over a count's parts, and its standard error."""
+
+    mean: float
+    error: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Estimate:
+        error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), error)
+
+    def __sub__(self, other: Estimate) -> Estimate:
+        return Estimate(self.mean - other.mean, math.hypot(self.error, other.error))
+
+    def __truediv__(self, by: float) -> Estimate:
+        return Estimate(self.mean / by, self.error / by)
+
+
+def summarise_instructions(counts: dict[str, int], meta: dict[str, Any]) -> dict[str, Any]:
+    units = meta["units_per_part"]
+
+    def per_unit(kind: str, name: str) -> Estimate | None:
+        found = [
+            counts[f"{kind}|{name}|{part}"] / units[kind]
+            for part in range(PARTS[kind])
+            if f"{kind}|{name}|{part}" in counts
+        ]
+        return Estimate.of(found) if len(found) == PARTS[kind] else None
+
+    extra_chunks = meta["chunks"]["long"] - meta["chunks"]["short"]
+    plain: dict[str, Estimate] = {}
+    chunk: dict[str, Estimate] = {}
+    for name in meta["order"]:
+        calls, long, short = (per_unit(kind, name) for kind in ("plain", "long", "short"))
+        if calls is not None:
+            plain[name] = calls
+        if long is not None and short is not None:
+            chunk[name] = (long - short) / extra_chunks
+    return {
+        "calls": units["plain"] * PARTS["plain"],
+        "chunks": meta["chunks"],
+        "errors": meta["errors"],
+        "plain": _instruction_rows(plain, "per_call"),
+        "per_chunk": _instruction_rows(chunk, "per_chunk"),
+    }
+
+
+def _instruction_rows(found: dict[str, Estimate], key: str) -> dict[str, dict[str, int | None]]:
+    bare = found.get(BARE)
+    rows = {}
+    for name, value in found.items():
+        added = value - bare if bare is not None else None
+        rows[name] = {
+            key: round(value.mean),
+            "added": None if added is None else round(added.mean),
+            "noise": None if added is None else round(added.error),
+        }
+    return rows
 
 
 # --- pricing -------------------------------------------------------------------------------
@@ -459,7 +929,7 @@ def measure_pricing(repeat: int) -> dict[str, Any]:
         return math.nan if total is None else total
 
     def litellms() -> float:
-        return litellm.completion_cost(completion_response=bare)
+        return float(litellm.completion_cost(completion_response=bare))
 
     ours_us = _best_median_us(ours, repeat)
     with_usage_us = _best_median_us(ours_with_usage, max(repeat // 20, 50))
@@ -505,7 +975,8 @@ def measure_memory(calls: int) -> dict[str, Any]:
     reading.
     """
     pipeline = Pipeline.fresh()
-    undo = _spendmeter(pipeline)
+    instrumentation = _spendmeter(pipeline)
+    instrumentation.on()
     models = ("gpt-4o-mini", "gpt-4o", "claude-haiku-4-5")
 
     def call(index: int) -> None:
@@ -540,7 +1011,7 @@ def measure_memory(calls: int) -> dict[str, Any]:
         final = tracemalloc.take_snapshot()
         tracemalloc.stop()
     finally:
-        undo()
+        instrumentation.off()
         pipeline.shutdown()
     counted = calls - checkpoints[0]["calls"]
     growth = _growth_by_package(baseline, final)
@@ -568,156 +1039,335 @@ def _growth_by_package(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot
     return growth
 
 
+# --- targets -------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    limit: float
+    value: float | None = None  # None: not measured in this run
+    noise: float | None = None  # the value's standard error, roughly
+    why_not: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.value is None else self.value <= self.limit
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the verdict could flip within the error bar: read it as undecided."""
+        if self.value is None or self.noise is None:
+            return False
+        return abs(self.value - self.limit) < self.noise
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "target": self.name,
+            "value": None if self.value is None else round(self.value, 4),
+            "limit": self.limit,
+            "met": self.met,
+            "noise": None if self.noise is None else round(self.noise, 4),
+            "within_noise": self.within_noise,
+            "why_not": self.why_not or None,
+            **self.details,
+        }
+
+
+def _get(tree: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    return [
+        *_instruction_targets(results),
+        _throughput_target(results),
+        _chunk_target(results),
+        _memory_target(results),
+        *_pricing_targets(results),
+    ]
+
+
+def _instruction_targets(results: dict[str, Any]) -> list[Target]:
+    plain = _get(results, "instructions", "plain") or {}
+    ours, floor, peer = plain.get(SPENDMETER), plain.get(FLOOR), plain.get(TRACELOOP)
+    over_floor = Target("added instructions per plain call - (floor's added + 60k)", 0)
+    over_peer = Target("added instructions per plain call / Traceloop's added", 0.85)
+    if ours is None:
+        for target in (over_floor, over_peer):
+            target.why_not = "run with --instructions"
+        return [over_floor, over_peer]
+    if floor is None:
+        over_floor.why_not = "the floor was not counted"
+    else:
+        over_floor.value = ours["added"] - (floor["added"] + 60_000)
+        over_floor.noise = math.hypot(ours["noise"], floor["noise"])
+        over_floor.details = {"spendmeter_added": ours["added"], "floor_added": floor["added"]}
+    if peer is None or peer["added"] <= 0:
+        over_peer.why_not = "Traceloop was not counted, or added nothing"
+    else:
+        _set_ratio(over_peer, ours, peer)
+        over_peer.details = {"spendmeter_added": ours["added"], "traceloop_added": peer["added"]}
+    return [over_floor, over_peer]
+
+
+def _set_ratio(target: Target, ours: dict[str, Any], peer: dict[str, Any]) -> None:
+    """ours' added / peer's added, with the ratio's error bar to first order."""
+    ratio = ours["added"] / peer["added"]
+    target.value = ratio
+    target.noise = math.hypot(ours["noise"], ratio * peer["noise"]) / peer["added"]
+
+
+def _throughput_target(results: dict[str, Any]) -> Target:
+    tasks = _get(results, "time", "throughput", "tasks") or 1000
+    target = Target(f"added CPU per call, {tasks:,} concurrent tasks / Traceloop's added", 0.85)
+    cpu = _get(results, "time", "throughput", "cpu") or {}
+    ours, peer = cpu.get(SPENDMETER), cpu.get(TRACELOOP)
+    if ours is None or peer is None:
+        target.why_not = "the throughput row did not run for both"
+    elif peer["added"] <= 0:
+        target.why_not = f"Traceloop's added CPU is {peer['added']} us: within the noise, no ratio"
+    else:
+        _set_ratio(target, {**ours, "noise": ours["error"]}, {**peer, "noise": peer["error"]})
+        target.details = {"spendmeter_added_us": ours["added"], "traceloop_added_us": peer["added"]}
+    return target
+
+
+def _chunk_target(results: dict[str, Any]) -> Target:
+    # CPU rather than wall: it leaves out the time spent waiting for a CPU, the largest noise
+    # on a shared machine.
+    target = Target("added CPU us per stream chunk", 1.0)
+    ours = _get(results, "time", "stream", "cpu", SPENDMETER)
+    if ours is None:
+        target.why_not = "the stream row did not run"
+    else:
+        target.value, target.noise = ours["added"], ours["error"]
+    counted = _get(results, "instructions", "per_chunk", SPENDMETER, "added")
+    if counted is not None:
+        target.details["instructions_added_per_chunk"] = counted
+        noise = _get(results, "instructions", "per_chunk", SPENDMETER, "noise")
+        target.details["instructions_noise"] = noise
+        # The count in microseconds at the rate bare LiteLLM runs on this machine: a steadier
+        # reading than the time figure, if the added code runs about as fast as LiteLLM's.
+        bare_us = _get(results, "time", "plain", "cpu", BARE, "median")
+        bare_count = _get(results, "instructions", "plain", BARE, "per_call")
+        if bare_us is not None and bare_count:
+            estimate = round(counted * bare_us / bare_count, 2)
+            target.details["us_estimated_from_instructions"] = estimate
+    return target
+
+
+def _memory_target(results: dict[str, Any]) -> Target:
+    target = Target("bytes kept per call by spendmeter + opentelemetry", 1.0)
+    kept = _get(results, "memory", "bytes_kept_per_call_by_spendmeter_and_opentelemetry")
+    if kept is None:
+        target.why_not = "run with --memory"
+    else:
+        target.value = kept
+    return target
+
+
+def _pricing_targets(results: dict[str, Any]) -> list[Target]:
+    pricing = results.get("pricing")
+    speed = Target("pricing: completion_cost time / spendmeter's", round(1 / 20, 3))
+    equal = Target("pricing differs from completion_cost (0: equal)", 0)
+    if pricing is None:
+        speed.why_not = equal.why_not = "pricing did not run"
+    else:
+        speed.value = 1 / pricing["speedup"]
+        equal.value = 0 if pricing["equal"] else 1
+    return [speed, equal]
+
+
 # --- report --------------------------------------------------------------------------------
 
 
-def _faster_peer_added_us(results: dict[str, Any]) -> float | None:
-    peers = [
-        result["plain"]["added_us"]
-        for name, result in results["contenders"].items()
-        if name not in ("spendmeter", "otel floor") and "plain" in result
-    ]
-    return min(peers) if peers else None
-
-
-def floor_yardstick(results: dict[str, Any]) -> dict[str, Any] | None:
-    """The plain-call figures of the OpenTelemetry floor, read against the same targets:
-    what no instrumentation recording what spendmeter records can go below."""
-    floor = results["contenders"].get("otel floor", {}).get("plain")
-    peer = _faster_peer_added_us(results)
-    if floor is None or peer is None:
-        return None
-    return {
-        "added_us": floor["added_us"],
-        "added_over_faster_peer": round(floor["added_us"] / peer, 3),
-        "ratio_to_bare": floor["ratio"],
-    }
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    ours = results["contenders"].get("spendmeter", {})
-    peer = _faster_peer_added_us(results)
-    found = []
-    if "plain" in ours:
-        added = ours["plain"]["added_us"]
-        if peer is not None:
-            found.append(_target("added per plain call / faster peer's", added / peer, 0.5, 1 / 3))
-        found.append(_target("plain call ratio to bare", ours["plain"]["ratio"], 1.15, 1.10))
-        found.append(
-            _target("stream overhead per chunk (us)", ours["stream"]["chunk"]["added_us"], 2.0)
-        )
-    pricing = results["pricing"]
-    found.append(_target("pricing: completion_cost time / ours", 1 / pricing["speedup"], 1 / 20))
-    if "memory" in results:
-        kept = results["memory"]["bytes_kept_per_call_by_spendmeter_and_opentelemetry"]
-        found.append(_target("memory kept per call (bytes)", kept, 1.0))
-    found.append({"target": "pricing equals completion_cost", "value": pricing["equal"],
-                  "met": pricing["equal"]})  # fmt: skip
-    return found
-
-
-def _target(name: str, value: float, limit: float, aim: float | None = None) -> dict[str, Any]:
-    return {
-        "target": name,
-        "value": round(value, 3),
-        "limit": round(limit, 3),
-        "aim": None if aim is None else round(aim, 3),
-        "met": value <= limit,
-    }
-
-
 def print_report(results: dict[str, Any]) -> None:
-    print(f"\nbare mocked call: litellm {results['litellm']}, Python {results['python']}")
-    header = f"{'mode':<14}{'contender':<15}{'bare us':>10}{'instr. us':>11}{'added us':>10}"
-    print(header + f"{'ratio':>8}")
-    print("-" * (len(header) + 8))
-    for name, result in results["contenders"].items():
-        if "error" in result:
-            print(f"{'-':<14}{name:<15}not run: {result['error']}")
-            continue
-        rows = [("plain", result["plain"]), ("async", result["async"])]
-        for part in ("start", "chunk", "end") if "stream" in result else ():
-            rows.append((f"stream {part}", result["stream"][part]))
-        for mode, row in rows:
-            print(
-                f"{mode:<14}{name:<15}{row['bare_us']:>10.1f}{row['instrumented_us']:>11.1f}"
-                f"{row['added_us']:>10.1f}{row['ratio']:>8.3f}"
-            )
-    pricing = results["pricing"]
-    print(
-        f"\npricing a finished call: litellm.completion_cost "
-        f"{pricing['litellm_completion_cost_us']:.1f} us; spendmeter reading LiteLLM's figure "
-        f"{pricing['spendmeter_us']:.2f} us ({pricing['speedup']:.0f}x faster), "
-        f"{pricing['spendmeter_with_usage_us']:.2f} us asking LiteLLM when there is none "
-        f"({pricing['speedup_with_usage']:.0f}x); equal: {pricing['equal']}"
-    )
+    print(f"\nlitellm {results['litellm']}, Python {results['python']}, {results['machine']}")
+    for name, error in results["errors"].items():
+        print(f"not run: {name}: {error}")
+    timed = results.get("time")
+    if timed:
+        _print_time(timed)
+    if "instructions" in results:
+        _print_instructions(results["instructions"])
+    pricing = results.get("pricing")
+    if pricing:
+        print(
+            f"\npricing a finished call: litellm.completion_cost "
+            f"{pricing['litellm_completion_cost_us']:.1f} us; spendmeter reading LiteLLM's "
+            f"figure {pricing['spendmeter_us']:.2f} us ({pricing['speedup']:.1f}x faster), "
+            f"{pricing['spendmeter_with_usage_us']:.2f} us asking LiteLLM when there is none "
+            f"({pricing['speedup_with_usage']:.1f}x); equal: {pricing['equal']}"
+        )
     if "memory" in results:
         memory = results["memory"]
         print(
-            f"memory: traced bytes every {memory['warmup_calls']:,} of {memory['calls']:,} calls: "
-            f"{[point['bytes'] for point in memory['traced_bytes']]}; growth over the last "
-            f"{memory['growth_counted_over_calls']:,} calls by package: "
+            f"\nmemory: traced bytes every {memory['warmup_calls']:,} of {memory['calls']:,} "
+            f"calls: {[point['bytes'] for point in memory['traced_bytes']]}; growth over the "
+            f"last {memory['growth_counted_over_calls']:,} calls by package: "
             f"{memory['growth_bytes_by_package']}"
         )
-    print("\ntargets:")
+    print("\ntargets (spendmeter):")
     for target in results["targets"]:
-        aim = f", aim {target['aim']}" if target.get("aim") is not None else ""
-        limit = f" (limit {target['limit']}{aim})" if "limit" in target else ""
-        verdict = "met   " if target["met"] else "MISSED"
-        print(f"  {verdict} {target['target']}: {target['value']}{limit}")
-    floor = results.get("floor")
-    if floor is not None:
+        _print_target(target)
+
+
+def _print_target(target: dict[str, Any]) -> None:
+    verdict = {True: "met   ", False: "MISSED", None: "n/a   "}[target["met"]]
+    shown = target["why_not"] if target["value"] is None else target["value"]
+    noise = "" if target["noise"] is None else f" ± {target['noise']}"
+    undecided = ", within the noise: undecided" if target["within_noise"] else ""
+    print(f"  {verdict} {target['target']}: {shown}{noise} (limit {target['limit']}{undecided})")
+    if "us_estimated_from_instructions" in target:
         print(
-            f"\nthe OpenTelemetry floor alone, for reference: +{floor['added_us']:.1f} us a plain "
-            f"call, {floor['added_over_faster_peer']} of the faster peer's added time, "
-            f"{floor['ratio_to_bare']} of a bare call"
+            f"         instructions: {target['instructions_added_per_chunk']:+,} "
+            f"± {target['instructions_noise']:,} a chunk, about "
+            f"{target['us_estimated_from_instructions']} us at the rate bare LiteLLM runs here"
         )
+
+
+def _print_time(timed: dict[str, Any]) -> None:
+    print(
+        "\ntime in us, median over rounds; added: median - bare's median; "
+        "±: its standard error, from the per-round differences to bare"
+    )
+    header = (
+        f"{'row':<24}{'contender':<15}{'wall':>10}{'added':>9}{'±':>9}"
+        f"{'CPU':>10}{'added':>9}{'±':>9}{'calls/s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    stream = timed["stream"]
+    rows = [
+        ("plain call", timed["plain"]),
+        ("async call", timed["async"]),
+        (f"{timed['throughput']['tasks']:,} tasks, per call", timed["throughput"]),
+        (f"chunk ({stream['long_chunks']}-{stream['short_chunks']})", stream),
+    ]
+    for label, found in rows:
+        for name, wall in found["wall"].items():
+            cpu = found["cpu"][name]
+            calls = f"{wall['calls_per_s']:.0f}" if "calls_per_s" in wall else ""
+            print(f"{label:<24}{name:<15}{_cells(name, wall)}{_cells(name, cpu)}{calls:>9}")
+
+
+def _cells(name: str, row: dict[str, Any]) -> str:
+    if name == BARE:
+        return f"{row['median']:>10.1f}{'':>18}"
+    return f"{row['median']:>10.1f}{row['added']:>9.1f}{row['error']:>9.1f}"
+
+
+def _print_instructions(found: dict[str, Any]) -> None:
+    if "error" in found:
+        print(f"\ninstructions: not counted: {found['error']}")
+        return
+    chunks = found["chunks"]
+    print(
+        f"\ninstructions (callgrind, {found['seconds']:.0f} s): {found['calls']} plain calls and "
+        f"streams of {chunks['long']} and {chunks['short']} chunks a contender; "
+        "±: standard error over the count's parts"
+    )
+    header = f"{'contender':<15}{'per call':>12}{'added':>10}{'±':>8}"
+    print(header + f"{'per chunk':>12}{'added':>10}{'±':>8}")
+    for name, row in found["plain"].items():
+        chunk = found["per_chunk"].get(name)
+        cells = _count_cells(name, row["per_call"], row)
+        if chunk is not None:
+            cells += _count_cells(name, chunk["per_chunk"], chunk)
+        print(f"{name:<15}{cells}")
+    for name, error in found["errors"].items():
+        print(f"not counted: {name}: {error}")
+
+
+def _count_cells(name: str, count: int, row: dict[str, Any]) -> str:
+    if name == BARE or row["added"] is None:
+        return f"{count:>12,}{'':>18}"
+    return f"{count:>12,}{row['added']:>10,}{row['noise']:>8,}"
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--rounds", type=int, default=40, help="interleaved rounds, plain and async calls")
+    add("--block", type=int, default=20, help="timed calls per contender and round")
+    add("--warmup", type=int, default=5, help="untimed calls before each block")
+    add("--throughput-rounds", type=int, default=5, help="interleaved rounds of the burst")
+    add("--tasks", type=int, default=1000, help="concurrent acompletion tasks in a burst")
+    add("--stream-rounds", type=int, default=8, help="interleaved rounds of the streams")
+    add("--long-chunks", type=int, default=1000, help="text chunks of the long stream")
+    add("--short-chunks", type=int, default=10, help="text chunks of the short stream")
+    add("--no-time", action="store_true", help="skip the time modes")
+    add("--instructions", action="store_true", help="also count instructions with callgrind")
+    add("--instruction-calls", type=int, default=60, help="plain calls counted per contender")
+    add("--instruction-long-chunks", type=int, default=300, help="long stream, callgrind mode")
+    add("--memory", action="store_true", help="also run the tracemalloc check")
+    add("--memory-calls", type=int, default=100_000)
+    add("--only", nargs="*", help="contenders to run besides bare (default: all)")
+    add("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    add("--callgrind-child", help=argparse.SUPPRESS)  # the run inside valgrind: dumps here
+    add("--region-library", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5000, help="call pairs per mode")
-    parser.add_argument("--stream-rounds", type=int, default=1000, help="stream pairs")
-    parser.add_argument("--only", nargs="*", help="contender names to run (default: all)")
-    parser.add_argument("--memory", action="store_true", help="also run the tracemalloc check")
-    parser.add_argument("--memory-calls", type=int, default=100_000)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
-    args = parser.parse_args(argv)
-
-    originals = Functions.current()
+    args = parse_args(argv)
+    if args.callgrind_child:
+        return callgrind_child(args)
     results: dict[str, Any] = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": platform.platform(),
+        "cpus": os.cpu_count(),
         "litellm": _version("litellm"),
-        "spendmeter": _version("spendmeter"),
-        "rounds": args.rounds,
-        "stream_rounds": args.stream_rounds,
-        "contenders": {},
+        "settings": {
+            k: v for k, v in vars(args).items() if k not in ("callgrind_child", "region_library")
+        },
     }
-    for contender in CONTENDERS:
-        if args.only and contender.name not in args.only:
-            continue
-        print(f"measuring {contender.name} ...", file=sys.stderr, flush=True)
-        result = run_contender(contender, originals, args.rounds, args.stream_rounds)
-        result["version"] = _version(contender.package)
-        results["contenders"][contender.name] = result
-    results["pricing"] = measure_pricing(repeat=20_000)
+    lives, errors = set_up(args.only)
+    results["contenders"] = {
+        live.name: {
+            "version": _version(live.contender.package),
+            "spans_per_call": live.spans_per_call,
+        }
+        for live in lives
+    }
+    try:
+        if not args.no_time:
+            results["time"] = measure_time(lives, args)
+    finally:
+        tear_down(lives)
+    errors |= {live.name: live.error for live in lives if live.error is not None}
+    results["errors"] = errors
+    if args.instructions:
+        print("instructions: under callgrind ...", file=sys.stderr, flush=True)
+        results["instructions"] = count_instructions(args)
+    if not args.no_time:
+        results["pricing"] = measure_pricing(repeat=20_000)
     if args.memory:
         print(f"memory: {args.memory_calls:,} calls ...", file=sys.stderr, flush=True)
         results["memory"] = measure_memory(args.memory_calls)
-    results["targets"] = targets(results)
-    results["floor"] = floor_yardstick(results)
+    results["targets"] = [target.as_json() for target in targets(results)]
     print_report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nwritten to {args.out}")
     return 0
 
 
-def _version(distribution: str) -> str | None:
+def _version(distribution: str | None) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
+    if distribution is None:
+        return None
     try:
         return version(distribution)
     except PackageNotFoundError:
