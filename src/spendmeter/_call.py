@@ -448,8 +448,6 @@ class Call:
             # Cancelled while a budget counted its prompt or asked its ledger: never sent.
             await self.afail(cancelled)
             raise
-        except Exception:
-            logger.exception("spendmeter: a budget check failed; the call goes ahead")
 
     def _refused(self, refusal: BudgetExceededError) -> None:
         self._ended = True

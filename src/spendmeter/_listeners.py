@@ -84,9 +84,9 @@ def budgets_of(provider: Any) -> tuple[SpendListener, ...]:
         return cached[2]
     if len(_cache) > 64:  # providers come and go in test suites; a handful live at once
         _cache.clear()
-    live = tuple(p for p in processors if isinstance(p, SpendListener) and p.governs)
-    _cache[id(provider)] = (processors, _stops, live or _NONE)
-    return live or _NONE
+    live = tuple(p for p in processors if isinstance(p, SpendListener) and p.governs) or _NONE
+    _cache[id(provider)] = (processors, _stops, live)
+    return live
 
 
 def _processors_of(provider: Any) -> tuple[Any, ...]:

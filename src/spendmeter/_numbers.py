@@ -45,6 +45,8 @@ def count(value: object) -> int | None:
 
 def amount(value: object) -> float | None:
     """A cost or a rate: a finite number >= 0, numeric strings included."""
+    if type(value) is float:  # the common case: LiteLLM's figures and splits are floats
+        return value if 0.0 <= value < math.inf else None
     found = number(value, text=True)
     return None if found is None or found < 0 else float(found)
 

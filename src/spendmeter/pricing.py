@@ -18,7 +18,6 @@ to the total, ``other`` holding what is none of the token parts (tools, surcharg
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -286,6 +285,4 @@ def _agrees(split_total: float, total: float) -> bool:
 
 
 def _number(value: object) -> float:
-    if type(value) is float and 0.0 <= value < math.inf:  # LiteLLM's split: floats
-        return value
     return amount(value) or 0.0
