@@ -300,7 +300,11 @@ def plain_response_attributes(response: Any, capture_content: bool) -> Attribute
     choices = found.get("choices")
     if not isinstance(choices, list):
         choices = []
-    reasons = [str(reason) for reason in (field(c, "finish_reason") for c in choices) if reason]
+    reasons = []
+    for choice in choices:  # a loop, not comprehensions: no frames of their own, every call
+        reason = field(choice, "finish_reason")
+        if reason:
+            reasons.append(str(reason))
     if not reasons:
         stop_reason = found.get("stop_reason")  # Anthropic-style messages
         if isinstance(stop_reason, str) and stop_reason:

@@ -89,7 +89,13 @@ def new_call_id() -> str:
     return _call_ids.next()
 
 
-# The guarded steps that several methods share.
+# The guarded steps.
+_READING_REQUEST = Guard("reading the request")
+_READING_USAGE = Guard("reading usage")
+_READING_RESPONSE = Guard("reading the response")
+_PRICING = Guard("pricing")
+_ANNOTATING = Guard("annotating the span")
+_RECORDING_METRICS = Guard("recording metrics")
 _ENDING_SPAN = Guard("ending the span")
 _ENDING_ATTEMPT = Guard("ending an attempt")
 _RELEASING = Guard("releasing a reservation")
@@ -203,7 +209,6 @@ class Telemetry:
         )
 
     # --- pricing --------------------------------------------------------------------------
-    @Guard("pricing")
     def price(
         self,
         call: Call,
@@ -214,7 +219,7 @@ class Telemetry:
     ) -> Priced:
         info = call.info
         priced = self.pricer.price(
-            call.call_type,
+            call.operation.call_type,
             info.model,
             info.provider,
             call.params,
@@ -261,9 +266,13 @@ class Telemetry:
         info = self.model_info(operation.name, params)
         # Shared, never mutated: the SDK copies span attributes, budgets only read them.
         attributes = info.start[params.get("stream") is True]
-        optional = read_request(
-            params, self.metadata_keys, self.capture_content, self.conversation_id_key
-        )
+        try:
+            optional = _attributes.request_attributes(
+                params, self.metadata_keys, self.capture_content, self.conversation_id_key
+            )
+        except Exception as error:
+            _READING_REQUEST.failed(error)
+            optional = None
         if optional:
             attributes = {**attributes, **optional}
         if request is not None:
@@ -287,12 +296,7 @@ def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:
     return provider or "unknown"
 
 
-@Guard("reading usage")
-def response_usage(response: Any) -> TokenUsage | None:
-    return token_usage(field(response, "usage"))
-
-
-@Guard("reading the request")
+@_READING_REQUEST
 def read_request(
     params: Mapping[str, Any],
     metadata_keys: tuple[str, ...],
@@ -303,11 +307,6 @@ def read_request(
     return _attributes.request_attributes(
         params, metadata_keys, capture_content, conversation_id_key
     )
-
-
-@Guard("reading the response")
-def _read_response(response: Any, capture_content: bool) -> Mapping[str, Any]:
-    return _attributes.plain_response_attributes(response, capture_content)
 
 
 @Guard("estimating a call's cost")
@@ -397,16 +396,13 @@ class Call:
     def __enter__(self) -> Call:
         """The call runs: its span current, LiteLLM's calls inside it part of it."""
         self._current = CURRENT_CALL.set(self)
-        self.activate()
+        self._active = self.attach()
         return self
 
     def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
         # The wrapper ends a failed call (`fail` or `afail`), so that an async call tells its
         # budgets without blocking its event loop.
         CURRENT_CALL.reset(self._current)
-
-    def activate(self) -> None:
-        self._active = self.attach()
 
     def attach(self) -> Token[Context] | None:
         """Run code in the call's context until ``otel_context.detach`` of the token returned
@@ -426,24 +422,30 @@ class Call:
 
     def admit(self) -> None:
         """Ask every budget whether this call may go out; a refusal ends the span as failed."""
+        if not self.budgets:
+            return
         try:
-            with _CHECKING_BUDGETS:  # a budget that fails lets the call go ahead
-                for budget in self.budgets:
-                    budget.before_call(self.attributes, self)
+            for budget in self.budgets:
+                budget.before_call(self.attributes, self)
         except BudgetExceededError as refusal:
             self._refused(refusal)
             self._tell_failed()  # budgets that admitted it first release what they held
             raise
+        except Exception as error:  # a budget that fails lets the call go ahead
+            _CHECKING_BUDGETS.failed(error)
 
     async def aadmit(self) -> None:
+        if not self.budgets:
+            return
         try:
-            with _CHECKING_BUDGETS:
-                for budget in self.budgets:
-                    await budget.abefore_call(self.attributes, self)
+            for budget in self.budgets:
+                await budget.abefore_call(self.attributes, self)
         except BudgetExceededError as refusal:
             self._refused(refusal)
             await self._atell_failed()
             raise
+        except Exception as error:
+            _CHECKING_BUDGETS.failed(error)
         except asyncio.CancelledError as cancelled:
             # Cancelled while a budget counted its prompt or asked its ledger: never sent.
             await self.afail(cancelled)
@@ -535,57 +537,72 @@ class Call:
 
     def _outcome(self, response: Any) -> Outcome:
         self._ended = True
-        return Outcome(
-            usage=response_usage(response),
-            estimated=False,
-            response_attributes=_read_response(response, self.telemetry.capture_content),
-            response=response,
-        )
+        try:
+            usage = token_usage(field(response, "usage"))
+        except Exception as error:
+            _READING_USAGE.failed(error)
+            usage = None
+        try:
+            found = _attributes.plain_response_attributes(response, self.telemetry.capture_content)
+        except Exception as error:
+            _READING_RESPONSE.failed(error)
+            found = None
+        return Outcome(usage, False, found, response)
 
     def finish(self, outcome: Outcome, pricing: Priced | None = None) -> None:
         """Price (unless ``pricing`` is the outcome's price already), annotate and end the
         span, record metrics, tell budgets. Budgets may raise."""
-        if self._answered_by_nested_call(outcome.response):
+        if self.nested and self._answered_by_nested_call(outcome.response):
             self.end_as_request()
             self._tell_failed()
             return
         pricing = pricing or self.priced(outcome)
-        # Budgets hear of the call while its span is open, so a threshold event lands on it;
-        # a budget's error reaches the caller only once the span is ended and exported.
-        token = self._current_for_budgets()
-        try:
-            exceeded = self._tell_budgets(pricing.total, outcome.response)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+        exceeded = None
+        if self.budgets:
+            # Budgets hear of the call while its span is open, so a threshold event lands on
+            # it; a budget's error reaches the caller only once the span is ended and exported.
+            token = self._current_for_budgets()
+            try:
+                exceeded = self._tell_budgets(pricing.total, outcome.response)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
         self._close(outcome, pricing, exceeded)
 
     async def afinish(self, outcome: Outcome, pricing: Priced | None = None) -> None:
-        if self._answered_by_nested_call(outcome.response):
+        if self.nested and self._answered_by_nested_call(outcome.response):
             self.end_as_request()
             await self._atell_failed()
             return
         pricing = pricing or self.priced(outcome)
-        token = self._current_for_budgets()
-        try:
-            exceeded = await self._atell_budgets(pricing.total, outcome.response)
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+        exceeded = None
+        if self.budgets:
+            token = self._current_for_budgets()
+            try:
+                exceeded = await self._atell_budgets(pricing.total, outcome.response)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
         self._close(outcome, pricing, exceeded)
 
     def priced(self, outcome: Outcome) -> Priced:
         """Price the outcome and put it on the span (any thread: a stream's may be priced in a
         worker); the call counts as ended from here."""
         self._ended = True
-        response_attributes = outcome.response_attributes
         priced = outcome.response if outcome.priced is None else outcome.priced
         duration = time.perf_counter() - self.started
-        pricing = self.telemetry.price(self, priced, outcome.usage, duration, outcome.stream)
-        pricing = pricing or UNPRICED
+        try:
+            pricing = self.telemetry.price(self, priced, outcome.usage, duration, outcome.stream)
+        except Exception as error:
+            _PRICING.failed(error)
+            pricing = UNPRICED
         if outcome.estimated and pricing.status == sc.PRICING_PRICED:
             pricing = pricing._replace(status=sc.PRICING_ESTIMATED)
-        self._annotate(outcome.usage, pricing, response_attributes, outcome.first_chunk_delay)
+        if self.span.is_recording():
+            try:
+                self._annotate(outcome, pricing)
+            except Exception as error:
+                _ANNOTATING.failed(error)
         if outcome.error is not None:
             self._mark_failed(outcome.error)
         return pricing
@@ -602,12 +619,15 @@ class Call:
     ) -> None:
         duration = time.perf_counter() - self.started
         self.deactivate()
-        with _ENDING_SPAN:
+        try:
             self.span.end()
+        except Exception as error:
+            _ENDING_SPAN.failed(error)
         if self.traced:
-            self._record_metrics(
-                outcome.usage, pricing, duration, outcome.first_chunk_delay, outcome.error
-            )
+            try:
+                self._record_metrics(outcome, pricing, duration)
+            except Exception as error:
+                _RECORDING_METRICS.failed(error)
         if self.parent is not None:
             self.parent.nested.append((outcome.response, pricing.total))
         if self.request is not None:
@@ -635,40 +655,26 @@ class Call:
         with _ENDING_SPAN:
             self.span.end()
 
-    @Guard("annotating the span")
-    def _annotate(
-        self,
-        usage: TokenUsage | None,
-        pricing: Priced,
-        response_attributes: Mapping[str, Any] | None,
-        first_chunk_delay: float | None,
-    ) -> None:
-        span = self.span
-        if not span.is_recording():
-            return
-        found: dict[str, Any] = dict(response_attributes or {})
-        if first_chunk_delay is not None:
-            found[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_delay
+    def _annotate(self, outcome: Outcome, pricing: Priced) -> None:
+        """The span's end attributes, set at once."""
+        found: dict[str, Any] = dict(outcome.response_attributes or {})
+        if outcome.first_chunk_delay is not None:
+            found[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = outcome.first_chunk_delay
+        usage = outcome.usage
         if usage is not None:
             add_usage_attributes(found, usage, output=self.info.output_tokens is not None)
         add_pricing_attributes(found, pricing)
-        span.set_attributes(found)
+        self.span.set_attributes(found)
 
-    @Guard("recording metrics")
-    def _record_metrics(
-        self,
-        usage: TokenUsage | None,
-        pricing: Priced,
-        duration: float,
-        first_chunk_delay: float | None,
-        error: BaseException | None = None,
-    ) -> None:
+    def _record_metrics(self, outcome: Outcome, pricing: Priced, duration: float) -> None:
         instruments = self.telemetry.instruments
         info = self.info
+        usage, first_chunk_delay, error = outcome.usage, outcome.first_chunk_delay, outcome.error
         # Every point in the call's own context, so that each can carry an exemplar of this
         # span: what links a spike on a dashboard to the calls that made it.
         context = self.context
-        instruments.duration.record(duration, self._duration_attributes(error), context=context)
+        attributes = info.base if error is None else self._duration_attributes(error)
+        instruments.duration.record(duration, attributes, context=context)
         if first_chunk_delay is not None:
             instruments.time_to_first_chunk.record(first_chunk_delay, info.base, context=context)
         if usage is not None:
@@ -693,20 +699,22 @@ class Call:
         first: BudgetExceededError | None = None
         for budget in self.budgets:
             try:
-                with _COUNTING:
-                    budget.after_call(self.attributes, cost, self)
+                budget.after_call(self.attributes, cost, self)
             except BudgetExceededError as exceeded:
                 first = first or exceeded
+            except Exception as error:
+                _COUNTING.failed(error)
         return _carrying(first, response)
 
     async def _atell_budgets(self, cost: float | None, response: Any) -> BudgetExceededError | None:
         first: BudgetExceededError | None = None
         for budget in self.budgets:
             try:
-                with _COUNTING:
-                    await budget.aafter_call(self.attributes, cost, self)
+                await budget.aafter_call(self.attributes, cost, self)
             except BudgetExceededError as exceeded:
                 first = first or exceeded
+            except Exception as error:
+                _COUNTING.failed(error)
         return _carrying(first, response)
 
 

@@ -51,5 +51,5 @@ def privates(source: object) -> Mapping[str, Any] | None:
 
 def private(source: object, name: str) -> Any:
     """A pydantic private attribute (``_hidden_params``), or a plain attribute of that name."""
-    found = privates(source)
-    return getattr(source, name, None) if found is None else found.get(name)
+    found = getattr(source, "__pydantic_private__", None)  # privates(), inline: every call
+    return found.get(name) if isinstance(found, dict) else getattr(source, name, None)

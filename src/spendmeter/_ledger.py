@@ -171,6 +171,11 @@ class Ledger(Protocol):
     def refuses_when_unreachable(self) -> bool:
         """Whether ``admit`` must be asked even by a budget that never refuses on spend."""
 
+    @property
+    def settles_by_id(self) -> bool:
+        """Whether ``settle`` needs a call's id even when the call held nothing back: a shared
+        ledger settles each call once, by its id."""
+
     def admit(
         self,
         now: datetime,
@@ -229,6 +234,7 @@ class LocalLedger:
     """The ledger in the process: one lock, one dict of scope values per window."""
 
     refuses_when_unreachable = False
+    settles_by_id = False
 
     def __init__(self, marks: Marks, window: str | None) -> None:
         self._marks = marks

@@ -47,6 +47,8 @@ def amount(value: object) -> float | None:
     """A cost or a rate: a finite number >= 0, numeric strings included."""
     if type(value) is float:  # the common case: LiteLLM's figures and splits are floats
         return value if 0.0 <= value < math.inf else None
+    if value is None:  # the next most common: a figure that is not there
+        return None
     found = number(value, text=True)
     return None if found is None or found < 0 else float(found)
 

@@ -495,6 +495,8 @@ class RedisLedger:
     def refuses_when_unreachable(self) -> bool:
         return self._policy == "closed"
 
+    settles_by_id = True
+
     # --- the Ledger operations: each builds its steps once and runs them sync or async --------
 
     def admit(

@@ -136,11 +136,6 @@ class _Seen:
         self.final_response: Any = None  # a Responses API stream's final response
         self.finish_reasons: list[str] = []
 
-    def keep(self, chunk: Any) -> None:
-        if not self.chunks:
-            self.first_chunk_at = time.perf_counter()
-        self.chunks.append(chunk)
-
     def read(self) -> None:
         """Read what the chunks say: id and model, finish reasons, the final usage."""
         chunks = self.chunks
@@ -148,14 +143,29 @@ class _Seen:
             self.response_id = field(chunks[0], "id")
             self.response_model = field(chunks[0], "model")
         for chunk in chunks:
+            # `field()` of each name, inline for LiteLLM's pydantic chunks: this loop runs once
+            # per chunk, and a call per field would be most of a chunk's cost.
+            own = getattr(chunk, "__dict__", None)
+            extra = getattr(chunk, "__pydantic_extra__", None)
+            if type(own) is dict and type(extra) is dict:
+                usage = own["usage"] if "usage" in own else extra.get("usage")
+                kind = own["type"] if "type" in own else extra.get("type")
+                choices = own["choices"] if "choices" in own else extra.get("choices")
+            else:
+                usage, kind = field(chunk, "usage"), field(chunk, "type")
+                choices = field(chunk, "choices")
             # LiteLLM only sets `usage` on a chunk that carries it (the final one).
-            usage = field(chunk, "usage")
             if usage is not None:
                 self.usage = usage
-            if field(chunk, "type") in _RESPONSES_FINAL_EVENTS:
+            if kind in _RESPONSES_FINAL_EVENTS:
                 self._read_final_response(field(chunk, "response"))
-            for choice in field(chunk, "choices") or ():
-                reason = field(choice, "finish_reason")
+            for choice in choices or ():
+                # LiteLLM's choices keep every field extra.
+                extra = getattr(choice, "__pydantic_extra__", None)
+                if type(extra) is dict and "finish_reason" in extra:
+                    reason = extra["finish_reason"]
+                else:
+                    reason = field(choice, "finish_reason")
                 if reason:
                     self.finish_reasons.append(str(reason))
 
@@ -203,15 +213,20 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         return self
 
     def __next__(self) -> Any:
+        # A chunk costs a list append here, and nothing else: no call of our own.
+        seen = self._self_seen
+        chunks = seen.chunks
         try:
-            chunk = self.__wrapped__.__next__() if self._self_seen.chunks else self._self_first()
+            chunk = self.__wrapped__.__next__() if chunks else self._self_first()
         except StopIteration:
             self._self_finish(None)
             raise
         except BaseException as error:
             self._self_finish(error)
             raise
-        self._self_seen.keep(chunk)
+        if not chunks:
+            seen.first_chunk_at = time.perf_counter()
+        chunks.append(chunk)
         return chunk
 
     def close(self) -> None:
@@ -234,8 +249,10 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         return self
 
     async def __anext__(self) -> Any:
+        seen = self._self_seen
+        chunks = seen.chunks
         try:
-            if self._self_seen.chunks:
+            if chunks:
                 chunk = await self.__wrapped__.__anext__()
             else:
                 chunk = await self._self_afirst()
@@ -245,7 +262,9 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         except BaseException as error:  # CancelledError included: the span must still end
             await self._self_afinish(error)
             raise
-        self._self_seen.keep(chunk)
+        if not chunks:
+            seen.first_chunk_at = time.perf_counter()
+        chunks.append(chunk)
         return chunk
 
     async def aclose(self) -> None:

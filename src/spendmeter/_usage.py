@@ -15,6 +15,15 @@ from spendmeter._fields import privates
 from spendmeter._numbers import count
 
 _NOTHING: Mapping[str, object] = {}
+# Counts of a kind that some providers put beside prompt_tokens, outside the details.
+_TOP_LEVEL_KINDS = frozenset(
+    {
+        "cache_read_input_tokens",
+        "prompt_cache_hit_tokens",
+        "cache_creation_input_tokens",
+        "reasoning_tokens",
+    }
+)
 
 
 class TokenUsage(NamedTuple):  # a tuple: made on every call, and cheaper to make than a dataclass
@@ -60,6 +69,14 @@ def _chat_usage(fields: Mapping[str, object], usage: object) -> TokenUsage | Non
     output_tokens = count(fields.get("completion_tokens"))
     if input_tokens is None and output_tokens is None:
         return None
+    if (
+        fields.get("prompt_tokens_details") is None
+        and fields.get("completion_tokens_details") is None
+        and _TOP_LEVEL_KINDS.isdisjoint(fields)
+    ):
+        # Most calls: no details, and what was cached only in LiteLLM's private attributes.
+        read, written = _private_cache_counts(usage)
+        return TokenUsage(input_tokens or 0, output_tokens or 0, read, written)
     prompt = _details(fields.get("prompt_tokens_details"))
     completion = _details(fields.get("completion_tokens_details"))
     # Precedence follows LiteLLM's Usage(): Anthropic's top-level counts, then DeepSeek's,
@@ -134,8 +151,11 @@ def _private_cache_counts(usage: object) -> tuple[int, int]:
     found = privates(usage)
     if found is None:
         return 0, 0
-    read = count(found.get("_cache_read_input_tokens")) or 0
-    return read, count(found.get("_cache_creation_input_tokens")) or 0
+    read = found.get("_cache_read_input_tokens")
+    write = found.get("_cache_creation_input_tokens")
+    if read == 0 and write == 0 and type(read) is int and type(write) is int:
+        return 0, 0  # most calls: nothing cached
+    return count(read) or 0, count(write) or 0
 
 
 def _one_hour_writes(details: Mapping[str, object] | None) -> int:

@@ -82,7 +82,7 @@ def _start(
     request = CURRENT_REQUEST.get() if parent is None else None
     if request is not None and request.refusal is not None:
         raise request.refusal  # a refused request is not sent again, by retry or fallback
-    with _STARTING_SPAN:
+    try:
         # Under suppress_instrumentation() the call makes no span, but its budgets still
         # count and cap it: the money is spent either way.
         return telemetry.begin(
@@ -93,7 +93,9 @@ def _start(
             parent=parent,
             request=request,
         )
-    return None
+    except Exception as error:
+        _STARTING_SPAN.failed(error)
+        return None
 
 
 def _as_stream(call: Call, result: Any) -> Any:

@@ -150,6 +150,8 @@ class BudgetSpanProcessor(SpanProcessor):
         # Whether calls are asked about before they are sent: a budget that never refuses on
         # spend still must when a closed shared ledger cannot be reached.
         self._admits = self._raise_on_budget or self._ledger.refuses_when_unreachable
+        # Whether the ledger is told which call it settles: an id is made only when it is.
+        self._settles_by_id = self._reserve or self._ledger.settles_by_id
 
         self._lock = threading.Lock()
         # (timestamp, model, cost, scope) rows: a tuple is cheaper to make on every call than
@@ -304,8 +306,9 @@ class BudgetSpanProcessor(SpanProcessor):
         self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest | None = None
     ) -> None:
         """Count a finished call; raise ``BudgetExceededError`` if it passed a raising budget."""
-        scope, model, now = self._scope_of(attributes), _model_of(attributes), self._now()
-        call_id = request.call_id if request is not None else None
+        scope = None if self._scope is None else self._scope_of(attributes)
+        model, now = _model_of(attributes), self._now()
+        call_id = request.call_id if request is not None and self._settles_by_id else None
         crossings = self._ledger.settle(now, scope, call_id, model, cost)
         self._settled(now, model, cost, scope, crossings)
 
@@ -328,8 +331,10 @@ class BudgetSpanProcessor(SpanProcessor):
     async def aafter_call(
         self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest
     ) -> None:
-        scope, model, now = self._scope_of(attributes), _model_of(attributes), self._now()
-        crossings = await self._ledger.asettle(now, scope, request.call_id, model, cost)
+        scope = None if self._scope is None else self._scope_of(attributes)
+        model, now = _model_of(attributes), self._now()
+        call_id = request.call_id if self._settles_by_id else None
+        crossings = await self._ledger.asettle(now, scope, call_id, model, cost)
         self._settled(now, model, cost, scope, crossings)
 
     async def acall_failed(self, attributes: Mapping[str, Any], request: CallRequest) -> None:
@@ -352,6 +357,8 @@ class BudgetSpanProcessor(SpanProcessor):
     # --- internals --------------------------------------------------------------------------
 
     def _now(self) -> datetime:
+        if self._clock is _utc_now:  # the default clock, read without a call of its own
+            return datetime.now(timezone.utc)
         return utc(self._clock())
 
     def _snapshot(self) -> Snapshot:
