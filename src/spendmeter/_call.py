@@ -673,8 +673,7 @@ class Call:
         # Every point in the call's own context, so that each can carry an exemplar of this
         # span: what links a spike on a dashboard to the calls that made it.
         context = self.context
-        attributes = info.base if error is None else self._duration_attributes(error)
-        instruments.duration.record(duration, attributes, context=context)
+        instruments.duration.record(duration, self._duration_attributes(error), context=context)
         if first_chunk_delay is not None:
             instruments.time_to_first_chunk.record(first_chunk_delay, info.base, context=context)
         if usage is not None:

@@ -306,8 +306,7 @@ class BudgetSpanProcessor(SpanProcessor):
         self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest | None = None
     ) -> None:
         """Count a finished call; raise ``BudgetExceededError`` if it passed a raising budget."""
-        scope = None if self._scope is None else self._scope_of(attributes)
-        model, now = _model_of(attributes), self._now()
+        scope, model, now = self._scope_of(attributes), _model_of(attributes), self._now()
         call_id = request.call_id if request is not None and self._settles_by_id else None
         crossings = self._ledger.settle(now, scope, call_id, model, cost)
         self._settled(now, model, cost, scope, crossings)
@@ -331,8 +330,7 @@ class BudgetSpanProcessor(SpanProcessor):
     async def aafter_call(
         self, attributes: Mapping[str, Any], cost: float | None, request: CallRequest
     ) -> None:
-        scope = None if self._scope is None else self._scope_of(attributes)
-        model, now = _model_of(attributes), self._now()
+        scope, model, now = self._scope_of(attributes), _model_of(attributes), self._now()
         call_id = request.call_id if self._settles_by_id else None
         crossings = await self._ledger.asettle(now, scope, call_id, model, cost)
         self._settled(now, model, cost, scope, crossings)

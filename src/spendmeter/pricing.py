@@ -18,7 +18,6 @@ to the total, ``other`` holding what is none of the token parts (tools, surcharg
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -188,10 +187,7 @@ def parts(total: float, split: Mapping[str, Any] | None) -> Cost:
     discount it applied after splitting), they shrink in proportion; a leftover that is only
     rounding goes to the largest part, so that no part is a speck of negative or positive noise.
     """
-    if split is None:
-        return Cost(total, 0.0, 0.0, 0.0, 0.0, total)
-    split_total = _number(split.get("total_cost"))
-    if abs(split_total - total) > _SAME * max(abs(total), 1e-300):  # not a split of this total
+    if split is None or not _agrees(_number(split.get("total_cost")), total):
         return Cost(total, 0.0, 0.0, 0.0, 0.0, total)
     cache_read = _number(split.get("cache_read_cost"))
     cache_write = _number(split.get("cache_creation_cost"))
@@ -284,7 +280,9 @@ def _prices_anything(models: tuple[str, ...], provider: str | None) -> bool:
     return any(_litellm.prices_anything(name, provider) for name in dict.fromkeys(models))
 
 
+def _agrees(split_total: float, total: float) -> bool:
+    return abs(split_total - total) <= _SAME * max(abs(total), 1e-300)
+
+
 def _number(value: object) -> float:
-    if type(value) is float and 0.0 <= value < math.inf:  # LiteLLM's splits: read inline
-        return value
     return amount(value) or 0.0
