@@ -45,8 +45,9 @@ The time modes, and what the method cancels:
   the interquartile range of the per-round differences to bare, show how much is left, and a
   target whose verdict lies within it is printed as undecided. A visit follows the same
   neighbour each round; its warm-up calls are what absorb the caches the neighbour leaves.
-  LiteLLM runs a sync call's logging in a thread pool of its own, which can spill past the
-  end of a block (async blocks wait for LiteLLM's logging worker inside the timed window).
+  LiteLLM runs a sync call's logging (and a stream's, a task per chunk) in a thread pool of
+  its own, and an async call's in a worker task: every block waits for both inside its timed
+  window, so that it pays for its own calls' logging and none spills into the next one.
 - **Wall and CPU.** Every block is timed with both clocks: wall (``perf_counter``), what a
   caller waits, and CPU (``process_time``: every thread of the process, so LiteLLM's executor
   and logging threads and the exporters' too), which leaves out the time spent waiting for a
@@ -74,10 +75,10 @@ each (N plain calls in 3 parts; 4 short streams in 2; 2 long streams, 300 chunks
 in 2), and the ``±`` is the standard error over the parts. Instructions per call are the
 parts' mean total over their calls; per chunk, the same subtraction as above.
 
-- Callgrind counts every thread, so LiteLLM's logging threads get a moment to finish before
-  a region stops. So that background threads add no noise, this mode exports spans and
-  metrics once an hour (flushed before each region): the counts hold everything done on the
-  call path, queueing a span for export included, but not the export.
+- Callgrind counts every thread, so a region stops only once LiteLLM's logging thread pool
+  has run every task its calls queued. So that background threads add no noise, this mode
+  exports spans and metrics once an hour (flushed before each region): the counts hold
+  everything done on the call path, queueing a span for export included, but not the export.
 - A count does not drift with the machine, so this mode needs no interleaving. What is left
   is the interpreter's own variation from one identical region to the next (it stays with
   garbage collection off): about 0.2% of a region, some 10k instructions a plain call and a
@@ -114,6 +115,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from contextvars import Token
 from dataclasses import dataclass, field
@@ -159,8 +161,6 @@ BARE = "bare"
 FLOOR = "otel floor"
 SPENDMETER = "spendmeter"
 TRACELOOP = "traceloop"
-# Seconds LiteLLM's logging threads get to finish their work before a callgrind region stops.
-SETTLE_S = 0.5
 
 T = TypeVar("T")
 Call = Callable[[], Any]
@@ -439,6 +439,7 @@ def set_up(
     """Ready the chosen contenders (bare always), each on a pipeline of its own; check that each
     makes spans when on and leaves LiteLLM as it found it when off. Returns the ready ones and
     the errors of those that could not be readied."""
+    LITELLM_LOGGING.track()
     lives: list[Live] = []
     errors: dict[str, str] = {}
     for contender in CONTENDERS:
@@ -498,6 +499,46 @@ def consume(text: str) -> int:
     return sum(1 for _chunk in stream)
 
 
+class LoggingTasks:
+    """The tasks LiteLLM hands its logging thread pool: a sync call's success logging, and one
+    per stream chunk. They run on other threads after the call has returned, but the call
+    caused them, so every timed block and counted region waits for them: it pays for its own,
+    and none spill into the next contender's. A fixed pause is not enough: under callgrind,
+    which runs one thread at a time, a long stream's chunk tasks were still queued when its
+    region stopped, and the per-chunk counts swung by hundreds of thousands of instructions."""
+
+    def __init__(self) -> None:
+        self._queued: list[Future[Any]] = []
+
+    def track(self) -> None:
+        """Note every task submitted from now on; once per process."""
+        try:
+            from litellm.litellm_core_utils.thread_pool_executor import executor
+        except ImportError:  # a LiteLLM without the pool logs on threads of its own
+            return
+        if "submit" in vars(executor):
+            return
+        submit = executor.submit
+        queued = self._queued
+
+        def tracked(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future: Future[Any] = submit(fn, *args, **kwargs)
+            queued.append(future)
+            return future
+
+        executor.submit = tracked
+
+    def wait(self) -> None:
+        """Return once every task submitted so far, and every task those submitted, is done."""
+        while self._queued:
+            done = self._queued[:]
+            del self._queued[: len(done)]
+            wait(done)
+
+
+LITELLM_LOGGING = LoggingTasks()
+
+
 async def flush_litellm_logging() -> None:
     """Wait for LiteLLM's async logging worker to finish what the calls so far queued, so that
     a block pays for its own calls' logging and none spills into the next contender's."""
@@ -553,10 +594,12 @@ def timed_block(calls: int, warmup: int) -> Sample:
     """Per plain call, over a block of ``calls``."""
     for _ in range(warmup):
         plain_call()
+    LITELLM_LOGGING.wait()
     gc.collect()  # every block starts with no one else's garbage
     start = _clocks()
     for _ in range(calls):
         plain_call()
+    LITELLM_LOGGING.wait()
     return _per(start, calls)
 
 
@@ -567,11 +610,13 @@ def timed_async_block(calls: int, warmup: int) -> Sample:
         for _ in range(warmup):
             await async_call()
         await flush_litellm_logging()
+        LITELLM_LOGGING.wait()
         gc.collect()
         start = _clocks()
         for _ in range(calls):
             await async_call()
         await flush_litellm_logging()
+        LITELLM_LOGGING.wait()
         return _per(start, calls)
 
     return asyncio.run(run())
@@ -583,10 +628,12 @@ def timed_burst(tasks: int, warmup: int) -> Sample:
     async def run() -> Sample:
         await asyncio.gather(*(async_call() for _ in range(warmup)))
         await flush_litellm_logging()
+        LITELLM_LOGGING.wait()
         gc.collect()
         start = _clocks()
         await asyncio.gather(*(async_call() for _ in range(tasks)))
         await flush_litellm_logging()
+        LITELLM_LOGGING.wait()
         return _per(start, tasks)
 
     return asyncio.run(run())
@@ -611,6 +658,7 @@ class StreamSample:
 def timed_streams(long_text: str, short_text: str, shorts: int, warmup: int) -> StreamSample:
     for _ in range(warmup):
         consume(short_text)
+    LITELLM_LOGGING.wait()
     gc.collect()
     long, long_chunks = _timed_stream(long_text)
     short = [_timed_stream(short_text) for _ in range(shorts)]
@@ -627,6 +675,7 @@ def timed_streams(long_text: str, short_text: str, shorts: int, warmup: int) -> 
 def _timed_stream(text: str) -> tuple[Sample, int]:
     start = _clocks()
     chunks = consume(text)
+    LITELLM_LOGGING.wait()
     return _per(start, 1), chunks
 
 
@@ -781,16 +830,16 @@ class Region:
             self.count(f"{kind}|{live.name}|{part}", call, times, live)
 
     def count(self, label: str, call: Call, times: int, live: Live) -> None:
-        # Before counting: the spans queued so far exported (a quiet pipeline exports on
-        # nothing else), no garbage left, LiteLLM's logging threads done with the warm-up.
+        # Before counting: LiteLLM's logging done with the warm-up, the spans queued so far
+        # exported (a quiet pipeline exports on nothing else), no garbage left.
+        LITELLM_LOGGING.wait()
         live.pipeline.tracer_provider.force_flush()
         gc.collect()
-        time.sleep(SETTLE_S)
         self._lib.region_start()
         try:
             for _ in range(times):
                 call()
-            time.sleep(SETTLE_S)  # LiteLLM's logging threads finish these calls, counted
+            LITELLM_LOGGING.wait()  # the logging these calls caused, counted with them
         finally:
             self._lib.region_stop(label.encode())
 
@@ -988,6 +1037,7 @@ def measure_memory(calls: int) -> dict[str, Any]:
         )
 
     def settle() -> None:
+        LITELLM_LOGGING.wait()
         pipeline.tracer_provider.force_flush()
         gc.collect()
 
