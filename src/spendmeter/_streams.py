@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from functools import partial
 from typing import Any
 
 import wrapt
@@ -113,6 +114,8 @@ def _append(pieces: list[str], piece: Any) -> None:
 class _Seen:
     """The chunks seen so far. A chunk only costs a list append on the way through (LiteLLM
     keeps every chunk itself, so this holds no extra objects); they are read once, at the end.
+    It also holds the stream's own ``__next__`` and ``__anext__``: reading them from the proxy
+    for every chunk costs two of wrapt's attribute reads, about 0.3 us each.
     """
 
     __slots__ = (
@@ -121,12 +124,21 @@ class _Seen:
         "final_response",
         "finish_reasons",
         "first_chunk_at",
+        "next_async_chunk",
+        "next_chunk",
         "response_id",
         "response_model",
         "usage",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, stream: Any) -> None:
+        # What next() and anext() of the stream itself would do, and raise, if it is not one.
+        self.next_chunk: Callable[[], Any] = getattr(stream, "__next__", None) or partial(
+            next, stream
+        )
+        self.next_async_chunk: Callable[[], Awaitable[Any]] = getattr(
+            stream, "__anext__", None
+        ) or partial(anext, stream)
         self.chunks: list[Any] = []
         self._choices: list[_Choice] | None = None
         self.first_chunk_at: float | None = None
@@ -204,7 +216,7 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
     def __init__(self, wrapped: Any, call: Call) -> None:
         super().__init__(wrapped)
         self._self_call = call
-        self._self_seen = _Seen()
+        self._self_seen = _Seen(wrapped)
         self._self_finished = False
         self._self_user_error: BaseException | None = None
 
@@ -213,11 +225,11 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         return self
 
     def __next__(self) -> Any:
-        # A chunk costs a list append here, and nothing else: no call of our own.
+        # A chunk costs one read of the proxy and a list append here: no call of our own.
         seen = self._self_seen
         chunks = seen.chunks
         try:
-            chunk = self.__wrapped__.__next__() if chunks else self._self_first()
+            chunk = seen.next_chunk() if chunks else self._self_first()
         except StopIteration:
             self._self_finish(None)
             raise
@@ -253,7 +265,7 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         chunks = seen.chunks
         try:
             if chunks:
-                chunk = await self.__wrapped__.__anext__()
+                chunk = await seen.next_async_chunk()
             else:
                 chunk = await self._self_afirst()
         except StopAsyncIteration:
@@ -294,7 +306,7 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
     def _self_first(self) -> Any:
         token = self._self_call.attach()
         try:
-            return self.__wrapped__.__next__()
+            return self._self_seen.next_chunk()
         finally:
             if token is not None:
                 otel_context.detach(token)
@@ -302,7 +314,7 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
     async def _self_afirst(self) -> Any:
         token = self._self_call.attach()
         try:
-            return await self.__wrapped__.__anext__()
+            return await self._self_seen.next_async_chunk()
         finally:
             if token is not None:
                 otel_context.detach(token)
