@@ -266,13 +266,9 @@ class Telemetry:
         info = self.model_info(operation.name, params)
         # Shared, never mutated: the SDK copies span attributes, budgets only read them.
         attributes = info.start[params.get("stream") is True]
-        try:
-            optional = _attributes.request_attributes(
-                params, self.metadata_keys, self.capture_content, self.conversation_id_key
-            )
-        except Exception as error:
-            _READING_REQUEST.failed(error)
-            optional = None
+        optional = read_request(
+            params, self.metadata_keys, self.capture_content, self.conversation_id_key
+        )
         if optional:
             attributes = {**attributes, **optional}
         if request is not None:
@@ -296,17 +292,21 @@ def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:
     return provider or "unknown"
 
 
-@_READING_REQUEST
 def read_request(
     params: Mapping[str, Any],
     metadata_keys: tuple[str, ...],
     capture_content: bool,
     conversation_id_key: str | None = None,
-) -> Mapping[str, Any]:
-    """The optional attributes of a call's request (``_attributes.request_attributes``)."""
-    return _attributes.request_attributes(
-        params, metadata_keys, capture_content, conversation_id_key
-    )
+) -> Mapping[str, Any] | None:
+    """The optional attributes of a call's request (``_attributes.request_attributes``);
+    ``None`` when reading them failed. Guarded inline, not by decorator: every call runs it."""
+    try:
+        return _attributes.request_attributes(
+            params, metadata_keys, capture_content, conversation_id_key
+        )
+    except Exception as error:
+        _READING_REQUEST.failed(error)
+        return None
 
 
 @Guard("estimating a call's cost")
@@ -691,7 +691,7 @@ class Call:
         """Make the span current while budgets count the call, so that a threshold event lands
         on it: a plain call is still current here; a stream's span is made current again, in
         the same context the call ran in. The token to detach, if any."""
-        return self.attach() if self.budgets and self._active is None else None
+        return self.attach() if self._active is None else None
 
     def _tell_budgets(self, cost: float | None, response: Any) -> BudgetExceededError | None:
         """Every budget counts the call; the first that asks to stop the caller is returned."""
