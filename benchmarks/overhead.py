@@ -540,15 +540,18 @@ LITELLM_LOGGING = LoggingTasks()
 
 
 async def flush_litellm_logging() -> None:
-    """Wait for LiteLLM's async logging worker to finish what the calls so far queued, so that
-    a block pays for its own calls' logging and none spills into the next contender's."""
+    """Wait for LiteLLM's async logging worker, then its thread pool, to finish what the calls
+    so far queued, so that a block pays for its own calls' logging and none spills into the
+    next contender's."""
     try:
         from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
     except ImportError:  # a LiteLLM without the worker logs inline
-        return
-    flush = getattr(GLOBAL_LOGGING_WORKER, "flush", None)
-    if flush is not None:
-        await flush()
+        pass
+    else:
+        flush = getattr(GLOBAL_LOGGING_WORKER, "flush", None)
+        if flush is not None:
+            await flush()
+    LITELLM_LOGGING.wait()
 
 
 # --- interleaving --------------------------------------------------------------------------
@@ -610,13 +613,11 @@ def timed_async_block(calls: int, warmup: int) -> Sample:
         for _ in range(warmup):
             await async_call()
         await flush_litellm_logging()
-        LITELLM_LOGGING.wait()
         gc.collect()
         start = _clocks()
         for _ in range(calls):
             await async_call()
         await flush_litellm_logging()
-        LITELLM_LOGGING.wait()
         return _per(start, calls)
 
     return asyncio.run(run())
@@ -628,12 +629,10 @@ def timed_burst(tasks: int, warmup: int) -> Sample:
     async def run() -> Sample:
         await asyncio.gather(*(async_call() for _ in range(warmup)))
         await flush_litellm_logging()
-        LITELLM_LOGGING.wait()
         gc.collect()
         start = _clocks()
         await asyncio.gather(*(async_call() for _ in range(tasks)))
         await flush_litellm_logging()
-        LITELLM_LOGGING.wait()
         return _per(start, tasks)
 
     return asyncio.run(run())
