@@ -61,8 +61,14 @@ The time modes, and what the method cancels:
   once (its start and end); subtracting bare's ``(long - short)`` cancels LiteLLM's own work
   per chunk. Divided by the chunk difference, that is what an instrumentation adds per chunk.
   It cancels LiteLLM's work on average, not its noise: LiteLLM's mock spends orders of
-  magnitude more per chunk than the 1 us target, so the time figure is mostly noise unless
-  the machine is quiet and the rounds many. The instruction count resolves it.
+  magnitude more per chunk than the 1 us target, so this figure is mostly noise.
+- **Per chunk, replayed**: what decides the 1 us target. The chunks of a long and a short
+  stream are recorded once from bare LiteLLM, then fed through spendmeter's own wrapper of
+  ``completion`` in place of LiteLLM's stream (span, budgets, proxy, the read at the end,
+  pricing, metrics: all of spendmeter's path), and through nothing (bare). Each round times
+  all four in a rotating order; per chunk is ``((spendmeter long - spendmeter short) -
+  (bare long - bare short)) / extra chunks``. With LiteLLM's work gone, its noise is gone:
+  what is left is spendmeter's per-chunk cost alone, its ``±`` a few nanoseconds.
 - Garbage collection stays on and the exporters' threads run (5 s intervals), as in an app;
   a block pays for the collections its own allocations trigger.
 
@@ -72,8 +78,9 @@ the process through a small C library (``benchmarks/region.c``, built into the g
 ``benchmarks/build/``): per contender, instrument, warm up, collect garbage, zero the counters
 and start counting, make the calls, stop and dump. Each count is split into parts, a region
 each (N plain calls in 3 parts; 4 short streams in 2; 2 long streams, 300 chunks by default,
-in 2), and the ``±`` is the standard error over the parts. Instructions per call are the
-parts' mean total over their calls; per chunk, the same subtraction as above.
+in 2; the replayed streams, 4 short and 2 long, in 2 each), and the ``±`` is the standard
+error over the parts. Instructions per call are the parts' mean total over their calls; per
+chunk, the same subtractions as above.
 
 - Callgrind counts every thread, so a region stops only once LiteLLM's logging thread pool
   has run every task its calls queued. So that background threads add no noise, this mode
@@ -142,7 +149,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
-from wrapt import wrap_function_wrapper
+from wrapt import FunctionWrapper, wrap_function_wrapper
 
 from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
 from spendmeter import semconv as sc
@@ -487,16 +494,57 @@ def stream_text(chunks: int) -> str:
     return "".join(f"{index % 1000:03d}" for index in range(chunks))
 
 
+STREAMED = {
+    "model": MODEL,
+    "messages": MESSAGES,
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+
+
 def consume(text: str) -> int:
     """Stream ``text`` to the end, with usage; returns the number of chunks."""
-    stream = litellm.completion(
-        model=MODEL,
-        messages=MESSAGES,
-        mock_response=text,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+    stream = litellm.completion(**STREAMED, mock_response=text)
     return sum(1 for _chunk in stream)
+
+
+# --- replayed streams: spendmeter's per-chunk work without LiteLLM's -----------------------
+
+
+def recorded_chunks(text: str) -> list[Any]:
+    """The chunks LiteLLM streams for ``text``, usage chunk included; recorded uninstrumented."""
+    if _patched():
+        raise RuntimeError("chunks must be recorded with LiteLLM uninstrumented")
+    return list(litellm.completion(**STREAMED, mock_response=text))
+
+
+def replay_bare(chunks: list[Any]) -> int:
+    return sum(1 for _chunk in iter(chunks))
+
+
+def replay_through_spendmeter(chunks: list[Any]) -> int:
+    """The recorded chunks through spendmeter's own wrapper of ``completion``, as if LiteLLM had
+    streamed them: a span started, budgets asked, the stream proxied, every chunk passed
+    through, and at the end the chunks read, the call priced, metrics and budgets told. Only
+    LiteLLM's own work per chunk is gone, which makes a chunk's share exact."""
+    wrapper = _spendmeter_sync_wrapper()
+
+    def stream_again(*_args: Any, **_kwargs: Any) -> Any:
+        return iter(chunks)
+
+    return sum(1 for _chunk in wrapper(stream_again, None, (), dict(STREAMED)))
+
+
+def _spendmeter_sync_wrapper() -> Callable[..., Any]:
+    """spendmeter's wrapper of the chat entry point it patched (``sync_call``)."""
+    for point in _patch_points():
+        if not isinstance(point, FunctionWrapper):
+            continue
+        wrapper = point._self_wrapper
+        ours = wrapper.__module__ == "spendmeter._wrappers"
+        if ours and not asyncio.iscoroutinefunction(wrapper):
+            return wrapper  # type: ignore[no-any-return]
+    raise RuntimeError("spendmeter is not instrumented: no wrapper to replay through")
 
 
 class LoggingTasks:
@@ -678,6 +726,56 @@ def _timed_stream(text: str) -> tuple[Sample, int]:
     return _per(start, 1), chunks
 
 
+def measure_replay(lives: list[Live], args: argparse.Namespace) -> dict[str, Any]:
+    """spendmeter's time per chunk on recorded chunks (see ``replay_through_spendmeter``):
+    each round times a long and a short stream replayed through spendmeter and bare, in an
+    order that rotates, and takes ``((traced long - traced short) - (bare long - bare
+    short)) / extra chunks``."""
+    live = next(live for live in lives if live.name == SPENDMETER)
+    long = recorded_chunks(stream_text(args.long_chunks))
+    short = recorded_chunks(stream_text(args.short_chunks))
+    visits = [
+        functools.partial(replay_through_spendmeter, long),
+        functools.partial(replay_through_spendmeter, short),
+        functools.partial(replay_bare, long),
+        functools.partial(replay_bare, short),
+    ]
+    extra = len(long) - len(short)
+    with live.instrumented():
+        for visit in visits * 5:
+            visit()
+        per_chunk = [_replay_round(visits, index, extra) for index in range(args.replay_rounds)]
+    return {
+        "long_chunks": len(long),
+        "short_chunks": len(short),
+        "rounds": args.replay_rounds,
+        "wall": _replay_row([sample.wall for sample in per_chunk]),
+        "cpu": _replay_row([sample.cpu for sample in per_chunk]),
+    }
+
+
+def _replay_round(visits: list[Call], shift: int, extra: int) -> Sample:
+    """One round of ``measure_replay``, per extra chunk: visits[shift] first."""
+    timed: dict[int, Sample] = {}
+    for step in range(len(visits)):
+        index = (shift + step) % len(visits)
+        start = _clocks()
+        visits[index]()
+        timed[index] = _per(start, 1)
+    traced_long, traced_short, bare_long, bare_short = (timed[index] for index in range(4))
+    return Sample(
+        (traced_long.wall - traced_short.wall - bare_long.wall + bare_short.wall) / extra,
+        (traced_long.cpu - traced_short.cpu - bare_long.cpu + bare_short.cpu) / extra,
+    )
+
+
+def _replay_row(values: list[float]) -> dict[str, float]:
+    return {
+        "added": round(statistics.median(values) * 1e6, 4),
+        "error": round(_median_error(values) * 1e6, 4),
+    }
+
+
 # --- summaries -----------------------------------------------------------------------------
 
 
@@ -732,6 +830,9 @@ def measure_time(lives: list[Live], args: argparse.Namespace) -> dict[str, Any]:
     found["throughput"] = measure_throughput(lives, args)
     step(f"streams, {args.stream_rounds} rounds of {args.long_chunks} and {args.short_chunks}")
     found["stream"] = measure_streams(lives, args)
+    if any(live.name == SPENDMETER for live in lives):
+        step(f"replayed streams, {args.replay_rounds} rounds")
+        found["replay"] = measure_replay(lives, args)
     return found
 
 
@@ -809,8 +910,8 @@ def _build_region_library() -> Path:
 
 
 # Each count is split into parts, one region each, so that their spread gives an error bar.
-PARTS = {"plain": 3, "short": 2, "long": 2}
-STREAMS_PER_PART = {"short": 2, "long": 1}
+PARTS = {"plain": 3, "short": 2, "long": 2, "replay_long": 2, "replay_short": 2}
+STREAMS_PER_PART = {"short": 2, "long": 1, "replay_long": 2, "replay_short": 4}
 
 
 class Region:
@@ -851,6 +952,7 @@ def callgrind_child(args: argparse.Namespace) -> int:
     long_text = stream_text(args.instruction_long_chunks)
     short_text = stream_text(args.short_chunks)
     chunks = {"long": consume(long_text), "short": consume(short_text)}
+    replayed = {"long": recorded_chunks(long_text), "short": recorded_chunks(short_text)}
     calls = max(args.instruction_calls // PARTS["plain"], 1)
     units = {"plain": calls, **STREAMS_PER_PART}
     for live in lives:
@@ -864,17 +966,32 @@ def callgrind_child(args: argparse.Namespace) -> int:
                     region.count_parts("short", live, short, units["short"], 3)
                     long = functools.partial(consume, long_text)
                     region.count_parts("long", live, long, units["long"], 0)
+                if live.name == SPENDMETER:
+                    count_replays(region, lives, live, replayed)
         except Exception as error:  # a peer that fails on this LiteLLM
             errors[live.name] = f"{type(error).__name__}: {error}"
     meta = {
         "units_per_part": units,
         "chunks": chunks,
+        "replayed_chunks": {kind: len(found) for kind, found in replayed.items()},
         "order": [live.name for live in lives if live.name not in errors],
         "errors": errors,
     }
     (Path(args.callgrind_child) / "meta.json").write_text(json.dumps(meta, indent=2))
     tear_down(lives)
     return 0
+
+
+def count_replays(
+    region: Region, lives: Sequence[Live], live: Live, replayed: dict[str, list[Any]]
+) -> None:
+    """The recorded streams, through spendmeter (on now) and bare; bare's regions are counted
+    here too, as iterating a list needs nothing uninstrumented."""
+    bare = next(found for found in lives if found.name == BARE)
+    for kind, chunks in replayed.items():
+        for who, replay in ((live, replay_through_spendmeter), (bare, replay_bare)):
+            call = functools.partial(replay, chunks)
+            region.count_parts(f"replay_{kind}", who, call, STREAMS_PER_PART[f"replay_{kind}"], 3)
 
 
 def read_dumps(directory: Path) -> dict[str, int]:
@@ -929,12 +1046,20 @@ def summarise_instructions(counts: dict[str, int], meta: dict[str, Any]) -> dict
             plain[name] = calls
         if long is not None and short is not None:
             chunk[name] = (long - short) / extra_chunks
+    replayed_chunks = meta["replayed_chunks"]
+    replayed: dict[str, Estimate] = {}
+    for name in (BARE, SPENDMETER):
+        long, short = per_unit("replay_long", name), per_unit("replay_short", name)
+        if long is not None and short is not None:
+            replayed[name] = (long - short) / (replayed_chunks["long"] - replayed_chunks["short"])
     return {
         "calls": units["plain"] * PARTS["plain"],
         "chunks": meta["chunks"],
         "errors": meta["errors"],
         "plain": _instruction_rows(plain, "per_call"),
         "per_chunk": _instruction_rows(chunk, "per_chunk"),
+        "replayed_chunks": replayed_chunks,
+        "replayed_per_chunk": _instruction_rows(replayed, "per_chunk"),
     }
 
 
@@ -1189,26 +1314,24 @@ def _throughput_target(results: dict[str, Any]) -> Target:
 
 
 def _chunk_target(results: dict[str, Any]) -> Target:
-    # CPU rather than wall: it leaves out the time spent waiting for a CPU, the largest noise
-    # on a shared machine.
-    target = Target("added CPU us per stream chunk", 1.0)
-    ours = _get(results, "time", "stream", "cpu", SPENDMETER)
-    if ours is None:
-        target.why_not = "the stream row did not run"
+    """Decided on replayed streams: through LiteLLM, a chunk's microsecond is lost in LiteLLM's
+    milliseconds of its own. CPU rather than wall: it leaves out the time spent waiting for a
+    CPU, the largest noise on a shared machine."""
+    target = Target("added CPU us per stream chunk (replayed chunks)", 1.0)
+    replayed = _get(results, "time", "replay", "cpu")
+    if replayed is None:
+        target.why_not = "the replayed streams did not run (time modes, spendmeter)"
     else:
-        target.value, target.noise = ours["added"], ours["error"]
-    counted = _get(results, "instructions", "per_chunk", SPENDMETER, "added")
+        target.value, target.noise = replayed["added"], replayed["error"]
+        target.details["wall_us"] = _get(results, "time", "replay", "wall", "added")
+    counted = _get(results, "instructions", "replayed_per_chunk", SPENDMETER)
     if counted is not None:
-        target.details["instructions_added_per_chunk"] = counted
-        noise = _get(results, "instructions", "per_chunk", SPENDMETER, "noise")
-        target.details["instructions_noise"] = noise
-        # The count in microseconds at the rate bare LiteLLM runs on this machine: a steadier
-        # reading than the time figure, if the added code runs about as fast as LiteLLM's.
-        bare_us = _get(results, "time", "plain", "cpu", BARE, "median")
-        bare_count = _get(results, "instructions", "plain", BARE, "per_call")
-        if bare_us is not None and bare_count:
-            estimate = round(counted * bare_us / bare_count, 2)
-            target.details["us_estimated_from_instructions"] = estimate
+        target.details["instructions_added_per_chunk"] = counted["added"]
+        target.details["instructions_noise"] = counted["noise"]
+    through_litellm = _get(results, "time", "stream", "cpu", SPENDMETER)
+    if through_litellm is not None:
+        target.details["us_through_litellm"] = through_litellm["added"]
+        target.details["us_through_litellm_noise"] = through_litellm["error"]
     return target
 
 
@@ -1274,11 +1397,15 @@ def _print_target(target: dict[str, Any]) -> None:
     noise = "" if target["noise"] is None else f" ± {target['noise']}"
     undecided = ", within the noise: undecided" if target["within_noise"] else ""
     print(f"  {verdict} {target['target']}: {shown}{noise} (limit {target['limit']}{undecided})")
-    if "us_estimated_from_instructions" in target:
+    if "instructions_added_per_chunk" in target:
         print(
-            f"         instructions: {target['instructions_added_per_chunk']:+,} "
-            f"± {target['instructions_noise']:,} a chunk, about "
-            f"{target['us_estimated_from_instructions']} us at the rate bare LiteLLM runs here"
+            f"         replayed, instructions: {target['instructions_added_per_chunk']:+,} "
+            f"± {target['instructions_noise']:,} a chunk"
+        )
+    if "us_through_litellm" in target:
+        print(
+            f"         through LiteLLM's stream: {target['us_through_litellm']} "
+            f"± {target['us_through_litellm_noise']} us a chunk (LiteLLM's noise)"
         )
 
 
@@ -1305,6 +1432,14 @@ def _print_time(timed: dict[str, Any]) -> None:
             cpu = found["cpu"][name]
             calls = f"{wall['calls_per_s']:.0f}" if "calls_per_s" in wall else ""
             print(f"{label:<24}{name:<15}{_cells(name, wall)}{_cells(name, cpu)}{calls:>9}")
+    replay = timed.get("replay")
+    if replay is not None:
+        label = f"chunk, replayed ({replay['long_chunks']}-{replay['short_chunks']})"
+        wall, cpu = replay["wall"], replay["cpu"]
+        print(
+            f"{label:<24}{SPENDMETER:<15}{'':>10}{wall['added']:>9.2f}{wall['error']:>9.2f}"
+            f"{'':>10}{cpu['added']:>9.2f}{cpu['error']:>9.2f}"
+        )
 
 
 def _cells(name: str, row: dict[str, Any]) -> str:
@@ -1331,6 +1466,15 @@ def _print_instructions(found: dict[str, Any]) -> None:
         if chunk is not None:
             cells += _count_cells(name, chunk["per_chunk"], chunk)
         print(f"{name:<15}{cells}")
+    replayed = found["replayed_per_chunk"]
+    if SPENDMETER in replayed:
+        chunks = found["replayed_chunks"]
+        ours = replayed[SPENDMETER]
+        print(
+            f"replayed chunks ({chunks['long']}-{chunks['short']}): bare "
+            f"{replayed[BARE]['per_chunk']:,} a chunk, spendmeter {ours['added']:+,} "
+            f"± {ours['noise']:,}"
+        )
     for name, error in found["errors"].items():
         print(f"not counted: {name}: {error}")
 
@@ -1355,6 +1499,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--stream-rounds", type=int, default=8, help="interleaved rounds of the streams")
     add("--long-chunks", type=int, default=1000, help="text chunks of the long stream")
     add("--short-chunks", type=int, default=10, help="text chunks of the short stream")
+    add("--replay-rounds", type=int, default=400, help="rounds of the replayed streams")
     add("--no-time", action="store_true", help="skip the time modes")
     add("--instructions", action="store_true", help="also count instructions with callgrind")
     add("--instruction-calls", type=int, default=60, help="plain calls counted per contender")
