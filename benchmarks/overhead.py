@@ -951,8 +951,9 @@ def callgrind_child(args: argparse.Namespace) -> int:
     lives, errors = set_up(args.only, quiet=True)
     long_text = stream_text(args.instruction_long_chunks)
     short_text = stream_text(args.short_chunks)
-    chunks = {"long": consume(long_text), "short": consume(short_text)}
+    # The same streams, recorded for the replays: their lengths are every stream's.
     replayed = {"long": recorded_chunks(long_text), "short": recorded_chunks(short_text)}
+    chunks = {kind: len(found) for kind, found in replayed.items()}
     calls = max(args.instruction_calls // PARTS["plain"], 1)
     units = {"plain": calls, **STREAMS_PER_PART}
     for live in lives:
@@ -973,7 +974,6 @@ def callgrind_child(args: argparse.Namespace) -> int:
     meta = {
         "units_per_part": units,
         "chunks": chunks,
-        "replayed_chunks": {kind: len(found) for kind, found in replayed.items()},
         "order": [live.name for live in lives if live.name not in errors],
         "errors": errors,
     }
@@ -1046,19 +1046,17 @@ def summarise_instructions(counts: dict[str, int], meta: dict[str, Any]) -> dict
             plain[name] = calls
         if long is not None and short is not None:
             chunk[name] = (long - short) / extra_chunks
-    replayed_chunks = meta["replayed_chunks"]
     replayed: dict[str, Estimate] = {}
     for name in (BARE, SPENDMETER):
         long, short = per_unit("replay_long", name), per_unit("replay_short", name)
         if long is not None and short is not None:
-            replayed[name] = (long - short) / (replayed_chunks["long"] - replayed_chunks["short"])
+            replayed[name] = (long - short) / extra_chunks
     return {
         "calls": units["plain"] * PARTS["plain"],
         "chunks": meta["chunks"],
         "errors": meta["errors"],
         "plain": _instruction_rows(plain, "per_call"),
         "per_chunk": _instruction_rows(chunk, "per_chunk"),
-        "replayed_chunks": replayed_chunks,
         "replayed_per_chunk": _instruction_rows(replayed, "per_chunk"),
     }
 
@@ -1468,7 +1466,6 @@ def _print_instructions(found: dict[str, Any]) -> None:
         print(f"{name:<15}{cells}")
     replayed = found["replayed_per_chunk"]
     if SPENDMETER in replayed:
-        chunks = found["replayed_chunks"]
         ours = replayed[SPENDMETER]
         print(
             f"replayed chunks ({chunks['long']}-{chunks['short']}): bare "
