@@ -80,7 +80,8 @@ and start counting, make the calls, stop and dump. Each count is split into part
 each (N plain calls in 3 parts; 4 short streams in 2; 2 long streams, 300 chunks by default,
 in 2; the replayed streams, 4 short and 2 long, in 2 each), and the ``±`` is the standard
 error over the parts. Instructions per call are the parts' mean total over their calls; per
-chunk, the same subtractions as above.
+chunk, the same subtractions as above. The floor's work is also counted in its two parts, its
+span and its four metric points, N of each: how much of the floor the metric points are.
 
 - Callgrind counts every thread, so a region stops only once LiteLLM's logging thread pool
   has run every task its calls queued. So that background threads add no noise, this mode
@@ -121,7 +122,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from contextvars import Token
@@ -248,6 +249,9 @@ class Instrumentation:
 
     on: Callable[[], None]
     off: Callable[[], None]
+    # The floor's per-call work split in two (its span, its four points), each one call's
+    # worth, counted apart under callgrind: what the SDK-decided targets are made of.
+    parts: Mapping[str, Callable[[], None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -350,14 +354,30 @@ def _otel_floor(pipeline: Pipeline) -> Instrumentation:
         ctx = trace.set_span_in_context(span)
         return span, ctx, context.attach(ctx)
 
-    def finished(span: Span, ctx: Context, token: Token[Context]) -> None:
-        context.detach(token)
-        span.set_attributes(end)
-        span.end()
+    def points(ctx: Context) -> None:
         instruments.duration.record(0.001, base, context=ctx)
         instruments.token_usage.record(10, inputs, context=ctx)
         instruments.token_usage.record(20, outputs, context=ctx)
         instruments.cost.add(1.35e-05, base, context=ctx)
+
+    def finished(span: Span, ctx: Context, token: Token[Context]) -> None:
+        context.detach(token)
+        span.set_attributes(end)
+        span.end()
+        points(ctx)
+
+    def span_part() -> None:
+        span, _, token = started()
+        context.detach(token)
+        span.set_attributes(end)
+        span.end()
+
+    # The points' part holds a span made once, here: its exemplars link to it, as a call's do.
+    held, held_context, held_token = started()
+    finished(held, held_context, held_token)
+
+    def points_part() -> None:
+        points(held_context)
 
     def sync(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         span, ctx, token = started()
@@ -381,7 +401,7 @@ def _otel_floor(pipeline: Pipeline) -> Instrumentation:
         unwrap(litellm, "completion")
         unwrap(litellm, "acompletion")
 
-    return Instrumentation(on, off)
+    return Instrumentation(on, off, {"span": span_part, "points": points_part})
 
 
 CONTENDERS = (
@@ -910,7 +930,15 @@ def _build_region_library() -> Path:
 
 
 # Each count is split into parts, one region each, so that their spread gives an error bar.
-PARTS = {"plain": 3, "short": 2, "long": 2, "replay_long": 2, "replay_short": 2}
+PARTS = {
+    "plain": 3,
+    "floor_span": 3,
+    "floor_points": 3,
+    "short": 2,
+    "long": 2,
+    "replay_long": 2,
+    "replay_short": 2,
+}
 STREAMS_PER_PART = {"short": 2, "long": 1, "replay_long": 2, "replay_short": 4}
 
 
@@ -955,12 +983,14 @@ def callgrind_child(args: argparse.Namespace) -> int:
     replayed = {"long": recorded_chunks(long_text), "short": recorded_chunks(short_text)}
     chunks = {kind: len(found) for kind, found in replayed.items()}
     calls = max(args.instruction_calls // PARTS["plain"], 1)
-    units = {"plain": calls, **STREAMS_PER_PART}
+    units = {"plain": calls, "floor_span": calls, "floor_points": calls, **STREAMS_PER_PART}
     for live in lives:
         print(f"callgrind: {live.name} ...", file=sys.stderr, flush=True)
         try:
             with live.instrumented():
                 region.count_parts("plain", live, plain_call, calls, 30)
+                for part, work in live.instrumentation.parts.items():
+                    region.count_parts(f"floor_{part}", live, work, calls, 30)
                 if live.contender.streams:
                     consume(long_text)  # warms what only a long stream reaches; not counted
                     short = functools.partial(consume, short_text)
@@ -1051,11 +1081,17 @@ def summarise_instructions(counts: dict[str, int], meta: dict[str, Any]) -> dict
         long, short = per_unit("replay_long", name), per_unit("replay_short", name)
         if long is not None and short is not None:
             replayed[name] = (long - short) / extra_chunks
+    floor = {
+        part: round(found.mean)
+        for part in ("span", "points")
+        if (found := per_unit(f"floor_{part}", FLOOR)) is not None
+    }
     return {
         "calls": units["plain"] * PARTS["plain"],
         "chunks": meta["chunks"],
         "errors": meta["errors"],
         "plain": _instruction_rows(plain, "per_call"),
+        "floor_parts": floor,
         "per_chunk": _instruction_rows(chunk, "per_chunk"),
         "replayed_per_chunk": _instruction_rows(replayed, "per_chunk"),
     }
@@ -1471,6 +1507,12 @@ def _print_instructions(found: dict[str, Any]) -> None:
             f"replayed chunks ({chunks['long']}-{chunks['short']}): bare "
             f"{replayed[BARE]['per_chunk']:,} a chunk, spendmeter {ours['added']:+,} "
             f"± {ours['noise']:,}"
+        )
+    floor = found["floor_parts"]
+    if floor:
+        print(
+            f"the floor's parts, a call: its span {floor['span']:,}, its four metric points "
+            f"{floor['points']:,}"
         )
     for name, error in found["errors"].items():
         print(f"not counted: {name}: {error}")
