@@ -1509,11 +1509,9 @@ def _print_instructions(found: dict[str, Any]) -> None:
             f"± {ours['noise']:,}"
         )
     floor = found["floor_parts"]
-    if floor:
-        print(
-            f"the floor's parts, a call: its span {floor['span']:,}, its four metric points "
-            f"{floor['points']:,}"
-        )
+    if floor:  # whichever parts were counted: a part that failed is in the errors below
+        counted = ", ".join(f"{part} {count:,}" for part, count in floor.items())
+        print(f"the floor's parts, instructions a call: {counted}")
     for name, error in found["errors"].items():
         print(f"not counted: {name}: {error}")
 
