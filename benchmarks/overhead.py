@@ -65,8 +65,9 @@ The time modes, and what the method cancels:
 - **Per chunk, replayed**: what decides the 1 us target. The chunks of a long and a short
   stream are recorded once from bare LiteLLM, then fed through spendmeter's own wrapper of
   ``completion`` in place of LiteLLM's stream (span, budgets, proxy, the read at the end,
-  pricing, metrics: all of spendmeter's path), and through nothing (bare). Each round times
-  all four in a rotating order; per chunk is ``((spendmeter long - spendmeter short) -
+  pricing, metrics: all of spendmeter's path), and through nothing (bare); and likewise, as
+  an async stream, through its wrapper of ``acompletion``. Each round times all eight in a
+  rotating order; per chunk is ``((spendmeter long - spendmeter short) -
   (bare long - bare short)) / extra chunks``. With LiteLLM's work gone, its noise is gone:
   what is left is spendmeter's per-chunk cost alone, its ``±`` a few nanoseconds.
 - Garbage collection stays on and the exporters' threads run (5 s intervals), as in an app;
@@ -547,7 +548,7 @@ def replay_through_spendmeter(chunks: list[Any]) -> int:
     streamed them: a span started, budgets asked, the stream proxied, every chunk passed
     through, and at the end the chunks read, the call priced, metrics and budgets told. Only
     LiteLLM's own work per chunk is gone, which makes a chunk's share exact."""
-    wrapper = _spendmeter_sync_wrapper()
+    wrapper = _spendmeter_wrapper(is_async=False)
 
     def stream_again(*_args: Any, **_kwargs: Any) -> Any:
         return iter(chunks)
@@ -555,14 +556,51 @@ def replay_through_spendmeter(chunks: list[Any]) -> int:
     return sum(1 for _chunk in wrapper(stream_again, None, (), dict(STREAMED)))
 
 
-def _spendmeter_sync_wrapper() -> Callable[..., Any]:
-    """spendmeter's wrapper of the chat entry point it patched (``sync_call``)."""
+class AsyncReplay:
+    """The recorded chunks as an async stream, as ``acompletion`` would return them."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self._chunks = iter(chunks)
+
+    def __aiter__(self) -> AsyncReplay:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+def replay_async_bare(loop: asyncio.AbstractEventLoop, chunks: list[Any]) -> int:
+    async def consume() -> int:
+        return sum([1 async for _chunk in AsyncReplay(chunks)])
+
+    return loop.run_until_complete(consume())
+
+
+def replay_async_through_spendmeter(loop: asyncio.AbstractEventLoop, chunks: list[Any]) -> int:
+    """``replay_through_spendmeter`` for ``acompletion``: its wrapper, an async stream."""
+    wrapper = _spendmeter_wrapper(is_async=True)
+
+    async def stream_again(*_args: Any, **_kwargs: Any) -> Any:
+        return AsyncReplay(chunks)
+
+    async def consume() -> int:
+        stream = await wrapper(stream_again, None, (), dict(STREAMED))
+        return sum([1 async for _chunk in stream])
+
+    return loop.run_until_complete(consume())
+
+
+def _spendmeter_wrapper(*, is_async: bool) -> Callable[..., Any]:
+    """spendmeter's wrapper of the chat entry point it patched (``sync_call``, ``async_call``)."""
     for point in _patch_points():
         if not isinstance(point, FunctionWrapper):
             continue
         wrapper = point._self_wrapper
         ours = wrapper.__module__ == "spendmeter._wrappers"
-        if ours and not asyncio.iscoroutinefunction(wrapper):
+        if ours and asyncio.iscoroutinefunction(wrapper) == is_async:
             return wrapper  # type: ignore[no-any-return]
     raise RuntimeError("spendmeter is not instrumented: no wrapper to replay through")
 
@@ -747,46 +785,67 @@ def _timed_stream(text: str) -> tuple[Sample, int]:
 
 
 def measure_replay(lives: list[Live], args: argparse.Namespace) -> dict[str, Any]:
-    """spendmeter's time per chunk on recorded chunks (see ``replay_through_spendmeter``):
-    each round times a long and a short stream replayed through spendmeter and bare, in an
-    order that rotates, and takes ``((traced long - traced short) - (bare long - bare
-    short)) / extra chunks``."""
+    """spendmeter's time per chunk on recorded chunks (see ``replay_through_spendmeter``), of a
+    sync and of an async stream: each round times a long and a short stream replayed through
+    spendmeter and bare, sync and async, in an order that rotates, and takes ``((traced long -
+    traced short) - (bare long - bare short)) / extra chunks`` of each."""
     live = next(live for live in lives if live.name == SPENDMETER)
     long = recorded_chunks(stream_text(args.long_chunks))
     short = recorded_chunks(stream_text(args.short_chunks))
+    loop = asyncio.new_event_loop()
+    kinds = {
+        "sync": (replay_through_spendmeter, replay_bare),
+        "async": (
+            functools.partial(replay_async_through_spendmeter, loop),
+            functools.partial(replay_async_bare, loop),
+        ),
+    }
     visits = [
-        functools.partial(replay_through_spendmeter, long),
-        functools.partial(replay_through_spendmeter, short),
-        functools.partial(replay_bare, long),
-        functools.partial(replay_bare, short),
+        functools.partial(replay, chunks)
+        for traced, bare in kinds.values()
+        for replay, chunks in ((traced, long), (traced, short), (bare, long), (bare, short))
     ]
     extra = len(long) - len(short)
-    with live.instrumented():
-        for visit in visits * 5:
-            visit()
-        per_chunk = [_replay_round(visits, index, extra) for index in range(args.replay_rounds)]
-    return {
+    try:
+        with live.instrumented():
+            for visit in visits * 5:
+                visit()
+            rounds = [_replay_round(visits, index, extra) for index in range(args.replay_rounds)]
+    finally:
+        loop.close()
+    found: dict[str, Any] = {
         "long_chunks": len(long),
         "short_chunks": len(short),
         "rounds": args.replay_rounds,
-        "wall": _replay_row([sample.wall for sample in per_chunk]),
-        "cpu": _replay_row([sample.cpu for sample in per_chunk]),
     }
+    for index, kind in enumerate(kinds):
+        per_chunk = [samples[index] for samples in rounds]
+        found[kind] = {
+            "wall": _replay_row([sample.wall for sample in per_chunk]),
+            "cpu": _replay_row([sample.cpu for sample in per_chunk]),
+        }
+    return found
 
 
-def _replay_round(visits: list[Call], shift: int, extra: int) -> Sample:
-    """One round of ``measure_replay``, per extra chunk: visits[shift] first."""
+def _replay_round(visits: list[Call], shift: int, extra: int) -> list[Sample]:
+    """One round of ``measure_replay``, visits[shift] first: per extra chunk, a sample for each
+    four visits (traced long and short, bare long and short)."""
     timed: dict[int, Sample] = {}
     for step in range(len(visits)):
         index = (shift + step) % len(visits)
         start = _clocks()
         visits[index]()
         timed[index] = _per(start, 1)
-    traced_long, traced_short, bare_long, bare_short = (timed[index] for index in range(4))
-    return Sample(
-        (traced_long.wall - traced_short.wall - bare_long.wall + bare_short.wall) / extra,
-        (traced_long.cpu - traced_short.cpu - bare_long.cpu + bare_short.cpu) / extra,
-    )
+    found = []
+    for first in range(0, len(visits), 4):
+        traced_long, traced_short, bare_long, bare_short = (timed[first + i] for i in range(4))
+        found.append(
+            Sample(
+                (traced_long.wall - traced_short.wall - bare_long.wall + bare_short.wall) / extra,
+                (traced_long.cpu - traced_short.cpu - bare_long.cpu + bare_short.cpu) / extra,
+            )
+        )
+    return found
 
 
 def _replay_row(values: list[float]) -> dict[str, float]:
@@ -1297,6 +1356,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         *_instruction_targets(results),
         _throughput_target(results),
         _chunk_target(results),
+        _async_chunk_target(results),
         _memory_target(results),
         *_pricing_targets(results),
     ]
@@ -1351,13 +1411,7 @@ def _chunk_target(results: dict[str, Any]) -> Target:
     """Decided on replayed streams: through LiteLLM, a chunk's microsecond is lost in LiteLLM's
     milliseconds of its own. CPU rather than wall: it leaves out the time spent waiting for a
     CPU, the largest noise on a shared machine."""
-    target = Target("added CPU us per stream chunk (replayed chunks)", 1.0)
-    replayed = _get(results, "time", "replay", "cpu")
-    if replayed is None:
-        target.why_not = "the replayed streams did not run (time modes, spendmeter)"
-    else:
-        target.value, target.noise = replayed["added"], replayed["error"]
-        target.details["wall_us"] = _get(results, "time", "replay", "wall", "added")
+    target = _replayed_chunk_target(results, "sync")
     counted = _get(results, "instructions", "replayed_per_chunk", SPENDMETER)
     if counted is not None:
         target.details["instructions_added_per_chunk"] = counted["added"]
@@ -1366,6 +1420,22 @@ def _chunk_target(results: dict[str, Any]) -> Target:
     if through_litellm is not None:
         target.details["us_through_litellm"] = through_litellm["added"]
         target.details["us_through_litellm_noise"] = through_litellm["error"]
+    return target
+
+
+def _async_chunk_target(results: dict[str, Any]) -> Target:
+    """The same target for a chunk of an ``acompletion`` stream, replayed."""
+    return _replayed_chunk_target(results, "async")
+
+
+def _replayed_chunk_target(results: dict[str, Any], kind: str) -> Target:
+    target = Target(f"added CPU us per {kind} stream chunk (replayed chunks)", 1.0)
+    replayed = _get(results, "time", "replay", kind)
+    if replayed is None:
+        target.why_not = "the replayed streams did not run (time modes, spendmeter)"
+    else:
+        target.value, target.noise = replayed["cpu"]["added"], replayed["cpu"]["error"]
+        target.details["wall_us"] = replayed["wall"]["added"]
     return target
 
 
@@ -1467,9 +1537,9 @@ def _print_time(timed: dict[str, Any]) -> None:
             calls = f"{wall['calls_per_s']:.0f}" if "calls_per_s" in wall else ""
             print(f"{label:<24}{name:<15}{_cells(name, wall)}{_cells(name, cpu)}{calls:>9}")
     replay = timed.get("replay")
-    if replay is not None:
-        label = f"chunk, replayed ({replay['long_chunks']}-{replay['short_chunks']})"
-        wall, cpu = replay["wall"], replay["cpu"]
+    for kind in ("sync", "async") if replay is not None else ():
+        label = f"{kind} chunk, replayed"
+        wall, cpu = replay[kind]["wall"], replay[kind]["cpu"]
         print(
             f"{label:<24}{SPENDMETER:<15}{'':>10}{wall['added']:>9.2f}{wall['error']:>9.2f}"
             f"{'':>10}{cpu['added']:>9.2f}{cpu['error']:>9.2f}"
