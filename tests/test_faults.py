@@ -213,20 +213,25 @@ async def test_a_thousand_tasks_lose_no_span_point_or_dollar(
 # --- streams that end badly: every span ends exactly once -------------------------------------
 
 
+def text_chunk(index: int) -> GenericStreamingChunk:
+    """A custom provider's chunk of text, neither the last nor carrying usage."""
+    return {
+        "text": f"word{index} ",
+        "is_finished": False,
+        "finish_reason": "",
+        "usage": None,
+        "index": 0,
+        "tool_use": None,
+    }
+
+
 class SlowStreamProvider(CustomLLM):
     """Streams fifty chunks with a pause before each, so that a task can be cancelled mid-way."""
 
     async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
         for index in range(50):
             await asyncio.sleep(0.01)
-            yield {
-                "text": f"word{index} ",
-                "is_finished": False,
-                "finish_reason": "",
-                "usage": None,
-                "index": 0,
-                "tool_use": None,
-            }
+            yield text_chunk(index)
 
 
 @pytest.fixture
@@ -269,6 +274,94 @@ async def test_an_async_stream_abandoned_half_way_ends_once(
     del stream
 
     assert_ended_once(telemetry, caplog)
+
+
+def test_a_stream_dropped_unfinished_ends_as_it_is_dropped(telemetry: Telemetry) -> None:
+    stream = chat(stream=True)
+    next(stream)
+    gc.disable()  # no collection: the span must not wait for the garbage collector
+    try:
+        del stream
+        spans = telemetry.spans()
+    finally:
+        gc.enable()
+
+    assert len(spans) == 1
+    assert spans[0].attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
+
+
+class BrokenStreamProvider(CustomLLM):
+    """Streams ``after`` chunks, then loses its connection."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def _chunks(self) -> Iterator[GenericStreamingChunk]:
+        yield from map(text_chunk, range(self.after))
+        raise ConnectionError("the provider hung up")
+
+    def streaming(self, *args: Any, **kwargs: Any) -> Iterator[GenericStreamingChunk]:
+        return self._chunks()
+
+    async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
+        for chunk in self._chunks():
+            yield chunk
+
+
+def _outcomes(stream: Any, steps: int) -> list[str]:
+    """What each of ``steps`` next() of ``stream`` gave: a chunk's text, or what it raised."""
+    found = []
+    for _ in range(steps):
+        try:
+            found.append(next(stream).choices[0].delta.content)
+        except BaseException as error:
+            found.append(f"{type(error).__qualname__}: {error}")
+    return found
+
+
+async def _async_outcomes(stream: Any, steps: int) -> list[str]:
+    found = []
+    for _ in range(steps):
+        try:
+            found.append((await stream.__anext__()).choices[0].delta.content)
+        except BaseException as error:
+            found.append(f"{type(error).__qualname__}: {error}")
+    return found
+
+
+def _assert_failed_once(telemetry: Telemetry, error: str) -> None:
+    [span] = telemetry.spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes[sc.ERROR_TYPE] == error.split(":")[0]
+    assert duration_count(telemetry) == 1
+
+
+@pytest.mark.parametrize("after", [0, 2], ids=["at its first chunk", "mid-way"])
+def test_a_stream_that_fails_fails_as_it_does_uninstrumented(instrument: Any, after: int) -> None:
+    # Past its failure too: the next chunk asked for does what LiteLLM's stream does.
+    with registered_provider("brokenllm", BrokenStreamProvider(after)):
+        ask = {"model": "brokenllm/any", "messages": MESSAGES, "stream": True}
+        bare = _outcomes(litellm.completion(**ask), after + 2)
+        telemetry = instrument()
+
+        assert _outcomes(litellm.completion(**ask), after + 2) == bare
+    assert bare[after].startswith(("APIConnectionError", "MidStreamFallbackError"))
+    _assert_failed_once(telemetry, bare[after])
+
+
+@pytest.mark.parametrize("after", [0, 2], ids=["at its first chunk", "mid-way"])
+async def test_an_async_stream_that_fails_fails_as_it_does_uninstrumented(
+    instrument: Any, after: int
+) -> None:
+    with registered_provider("brokenllm", BrokenStreamProvider(after)):
+        ask = {"model": "brokenllm/any", "messages": MESSAGES, "stream": True}
+        bare = await _async_outcomes(await litellm.acompletion(**ask), after + 2)
+        telemetry = instrument()
+
+        assert await _async_outcomes(await litellm.acompletion(**ask), after + 2) == bare
+    assert bare[after].startswith(("APIConnectionError", "MidStreamFallbackError"))
+    _assert_failed_once(telemetry, bare[after])
 
 
 def test_an_error_in_the_callers_loop_ends_the_stream_once(

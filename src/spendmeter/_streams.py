@@ -8,11 +8,15 @@ when the stream is exhausted, fails, is closed, is cancelled or is garbage-colle
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import operator
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from functools import partial
-from typing import Any
+from itertools import chain, repeat
+from typing import Any, ClassVar
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -39,6 +43,22 @@ logger = logging.getLogger("spendmeter")
 _RESPONSES_FINAL_EVENTS = frozenset(
     {"response.completed", "response.incomplete", "response.failed"}
 )
+
+# The reads of LiteLLM's chat chunks and their choices, as C callables for `map`.
+_pydantic_extra = operator.attrgetter("__pydantic_extra__")
+_choices = operator.attrgetter("choices")
+_is_not_none = partial(operator.is_not, None)
+
+
+@functools.cache
+def _chat_chunk_type() -> type | None:
+    """LiteLLM's chat chunk class, if it declares the fields that its quick read relies on:
+    ``choices``, and neither ``usage`` nor ``type``, which it then keeps extra."""
+    from litellm.types.utils import ModelResponseStream
+
+    chunk_type: type = ModelResponseStream
+    declared = ModelResponseStream.model_fields
+    return chunk_type if "choices" in declared and not {"usage", "type"} & declared.keys() else None
 
 
 class _Choice:
@@ -154,6 +174,33 @@ class _Seen:
         if chunks:
             self.response_id = field(chunks[0], "id")
             self.response_model = field(chunks[0], "model")
+        if not self._read_chat_chunks(chunks):
+            self._read_any_chunks(chunks)
+
+    def _read_chat_chunks(self, chunks: list[Any]) -> bool:
+        """The read of LiteLLM's own chat chunks, every one of them a ``ModelResponseStream``:
+        the same as ``_read_any_chunks``, in loops that run in C, since this is most of what a
+        chunk costs. False, with nothing read, for any other chunks or any chunk it does not
+        expect: ``_read_any_chunks`` reads those."""
+        if not chunks or set(map(type, chunks)) != {_chat_chunk_type()}:
+            return False
+        try:
+            extras = list(map(_pydantic_extra, chunks))
+            if any(map(dict.__contains__, extras, repeat("type"))):  # a Responses API event?
+                return False
+            choices = map(_pydantic_extra, chain.from_iterable(map(_choices, chunks)))
+            # LiteLLM keeps a choice's fields extra.
+            reasons = list(filter(None, map(dict.__getitem__, choices, repeat("finish_reason"))))
+            # LiteLLM only sets `usage` on a chunk that carries it (the final one).
+            usages = map(dict.get, reversed(extras), repeat("usage"))
+            usage = next(filter(_is_not_none, usages), None)
+        except (AttributeError, KeyError, TypeError):  # a chunk or choice built another way
+            return False
+        self.finish_reasons.extend(map(str, reasons))
+        self.usage = usage
+        return True
+
+    def _read_any_chunks(self, chunks: list[Any]) -> None:
         for chunk in chunks:
             # `field()` of each name, inline for LiteLLM's pydantic chunks: this loop runs once
             # per chunk, and a call per field would be most of a chunk's cost.
@@ -166,7 +213,6 @@ class _Seen:
             else:
                 usage, kind = field(chunk, "usage"), field(chunk, "type")
                 choices = field(chunk, "choices")
-            # LiteLLM only sets `usage` on a chunk that carries it (the final one).
             if usage is not None:
                 self.usage = usage
             if kind in _RESPONSES_FINAL_EVENTS:
@@ -213,35 +259,30 @@ class _Seen:
 class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any stream
     """Proxy for ``CustomStreamWrapper`` and ``TextCompletionStreamWrapper``, sync or async."""
 
-    __slots__ = ("_self_call", "_self_finished", "_self_seen", "_self_user_error")
+    __slots__ = (
+        "_self_anext",
+        "_self_call",
+        "_self_finished",
+        "_self_next",
+        "_self_seen",
+        "_self_user_error",
+    )
 
     def __init__(self, wrapped: Any, call: Call) -> None:
         super().__init__(wrapped)
         self._self_call = call
         self._self_seen = _Seen(wrapped)
+        owner = weakref.ref(self)
+        self._self_next: Callable[[], Any] = _passed_through(owner, self._self_seen, call).__next__
+        self._self_anext = _async_passed_through(owner, self._self_seen, call)
         self._self_finished = False
         self._self_user_error: BaseException | None = None
 
     # --- sync iteration -------------------------------------------------------------------
+    __next__: ClassVar[property]  # set below the class, which makes the slot it reads
+
     def __iter__(self) -> TracedStream:
         return self
-
-    def __next__(self) -> Any:
-        # A chunk costs a read of a slot and a list append here: no call of our own.
-        seen = _seen_of(self)
-        chunks = seen.chunks
-        try:
-            chunk = seen.next_chunk() if chunks else self._self_first()
-        except StopIteration:
-            self._self_finish(None)
-            raise
-        except BaseException as error:
-            self._self_finish(error)
-            raise
-        if not chunks:
-            seen.first_chunk_at = time.perf_counter()
-        chunks.append(chunk)
-        return chunk
 
     def close(self) -> None:
         try:
@@ -259,27 +300,10 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         self.close()
 
     # --- async iteration ------------------------------------------------------------------
+    __anext__: ClassVar[property]  # as `__next__`
+
     def __aiter__(self) -> TracedStream:
         return self
-
-    async def __anext__(self) -> Any:
-        seen = _seen_of(self)
-        chunks = seen.chunks
-        try:
-            if chunks:
-                chunk = await seen.next_async_chunk()
-            else:
-                chunk = await self._self_afirst()
-        except StopAsyncIteration:
-            await self._self_afinish(None)
-            raise
-        except BaseException as error:  # CancelledError included: the span must still end
-            await self._self_afinish(error)
-            raise
-        if not chunks:
-            seen.first_chunk_at = time.perf_counter()
-        chunks.append(chunk)
-        return chunk
 
     async def aclose(self) -> None:
         try:
@@ -300,26 +324,6 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         # Collected unfinished (a loop broken out of): maybe on an event loop, maybe on
         # whatever thread runs the collector, so priced from the rough count, no tokenizer.
         self._self_finish(None, rough=True)
-
-    # --- until the first chunk ------------------------------------------------------------
-    # LiteLLM may make the provider SDK's call only when the first chunk is asked for: it runs
-    # in the call's context, so that other GenAI instrumentations step aside for it as they do
-    # inside the call (and an HTTP span is the call's child). Later chunks cost no context.
-    def _self_first(self) -> Any:
-        token = self._self_call.attach()
-        try:
-            return self._self_seen.next_chunk()
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-
-    async def _self_afirst(self) -> Any:
-        token = self._self_call.attach()
-        try:
-            return await self._self_seen.next_async_chunk()
-        finally:
-            if token is not None:
-                otel_context.detach(token)
 
     # --- bookkeeping ----------------------------------------------------------------------
     def _self_claim(self) -> bool:
@@ -396,9 +400,105 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         )
 
 
-# A chunk's read of its stream's _Seen, through the slot itself: the proxy's own attribute
-# lookup goes through wrapt's __getattribute__ and costs about three times as much.
-_seen_of: Callable[[TracedStream], _Seen] = TracedStream.__dict__["_self_seen"].__get__
+# next() of a sync stream resumes its `_passed_through` generator and runs no Python call of
+# spendmeter's: CPython looks `__next__` up on the type, and this one is read from the stream's
+# `_self_next` slot, the generator's own `__next__`. Resuming a generator costs about half
+# of what a call of a Python `__next__` does, and a stream pays it for every chunk. anext()
+# likewise calls the stream's own `_async_passed_through` closure: a method would pay for
+# the reads of the proxy's slots (an async generator would cost more, and asyncio's hooks
+# would close it from the garbage collector).
+TracedStream.__next__ = property(TracedStream.__dict__["_self_next"].__get__)
+TracedStream.__anext__ = property(TracedStream.__dict__["_self_anext"].__get__)
+
+
+def _passed_through(
+    owner: weakref.ref[TracedStream], seen: _Seen, call: Call
+) -> Generator[Any, None, Any]:
+    """Each chunk of the stream ``owner`` proxies, noted in ``seen`` on the way through; its
+    span finished when the stream ends or fails. Only a weak reference to its proxy: a stream
+    dropped unfinished must still be collected, and finished, as soon as it is dropped."""
+    try:
+        # LiteLLM may make the provider SDK's call only when the first chunk is asked for: it
+        # runs in the call's context, so that other GenAI instrumentations step aside for it
+        # as they do inside the call (and an HTTP span is the call's child).
+        token = call.attach()
+        try:
+            chunk = seen.next_chunk()
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+    except StopIteration as end:  # returned, not raised: a generator may not raise it
+        _ended(owner, None)
+        return end.value
+    except BaseException as error:
+        _ended(owner, error)
+        raise
+    seen.first_chunk_at = time.perf_counter()
+    keep, next_chunk = seen.chunks.append, seen.next_chunk
+    while True:
+        keep(chunk)
+        yield chunk
+        try:
+            chunk = next_chunk()
+        except StopIteration as end:
+            _ended(owner, None)
+            return end.value
+        except BaseException as error:
+            _ended(owner, error)
+            raise
+
+
+def _async_passed_through(
+    owner: weakref.ref[TracedStream], seen: _Seen, call: Call
+) -> Callable[[], Coroutine[Any, Any, Any]]:
+    """What anext() of the async stream ``owner`` proxies awaits: each chunk, noted in
+    ``seen``; the span finished when the stream ends or fails."""
+    keep = seen.chunks.append
+    pull: Callable[[], Awaitable[Any]]  # the first chunk's, then the stream's own
+
+    async def first_chunk() -> Any:
+        # As the sync stream's first chunk: in the call's context.
+        nonlocal pull
+        token = call.attach()
+        try:
+            chunk = await seen.next_async_chunk()
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        seen.first_chunk_at = time.perf_counter()
+        pull = seen.next_async_chunk  # later chunks cost no context
+        return chunk
+
+    pull = first_chunk
+
+    async def next_chunk() -> Any:
+        try:
+            chunk = await pull()
+        except StopAsyncIteration:
+            await _async_ended(owner, None)
+            raise
+        except BaseException as error:  # CancelledError included: the span must still end
+            await _async_ended(owner, error)
+            raise
+        keep(chunk)
+        return chunk
+
+    return next_chunk
+
+
+async def _async_ended(owner: weakref.ref[TracedStream], error: BaseException | None) -> None:
+    stream = owner()
+    if stream is not None:
+        await stream._self_afinish(error)
+
+
+def _ended(owner: weakref.ref[TracedStream], error: BaseException | None) -> None:
+    """A sync stream ended: its span finished, and next() from now on the stream's own, as it
+    is for LiteLLM's stream after its end (the generator that passed the chunks is done)."""
+    stream = owner()
+    if stream is not None:
+        stream._self_next = stream._self_seen.next_chunk
+        stream._self_finish(error)
 
 
 # The steps of a stream's ending, each guarded on its own: whatever fails, the span still ends.
