@@ -19,7 +19,7 @@ from typing import Any
 import litellm
 import pytest
 from litellm import CustomLLM, ModelResponse
-from litellm.types.utils import GenericStreamingChunk, Usage
+from litellm.types.utils import GenericStreamingChunk, ModelResponseStream, Usage
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -211,6 +211,76 @@ async def test_a_thousand_tasks_lose_no_span_point_or_dollar(
 
 
 # --- streams that end badly: every span ends exactly once -------------------------------------
+
+
+def test_a_stream_kept_only_by_its_next_is_counted_whole(telemetry: Telemetry) -> None:
+    chunks = list(iter(chat(stream=True).__next__, None))  # the stream itself is dropped
+
+    [span] = telemetry.spans()
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert text == ANSWER
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == litellm.token_counter(
+        model="gpt-4o-mini", text=ANSWER, count_response_tokens=True
+    )
+
+
+async def test_the_first_chunk_of_a_stream_nobody_keeps_is_counted(telemetry: Telemetry) -> None:
+    stream = litellm.acompletion(
+        model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, stream=True
+    )
+    first = await anext(await stream)  # dropped as soon as anext() has its coroutine
+
+    [span] = telemetry.spans()
+    assert first.choices[0].delta.content
+    assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] >= 1
+
+
+def _spendmeters(objects: list[Any]) -> list[Any]:
+    def module(found: Any) -> str:
+        own = getattr(found, "__module__", None) if callable(found) else None
+        return own if isinstance(own, str) else type(found).__module__
+
+    return [found for found in objects if module(found).startswith("spendmeter")]
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_stream_leaves_nothing_to_the_garbage_collector(
+    telemetry: Telemetry, is_async: bool
+) -> None:
+    # An app may run with the collector off, or frozen: a stream must be freed when dropped.
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # keep what a collection finds, to look at it
+    try:
+        if is_async:
+            stream = await litellm.acompletion(
+                model="gpt-4o-mini", messages=MESSAGES, mock_response=ANSWER, stream=True
+            )
+            async for _chunk in stream:
+                pass
+        else:
+            stream = chat(stream=True)
+            list(stream)
+        del stream
+        gc.collect()
+        left = _spendmeters(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+    assert left == []
+    assert len(telemetry.spans()) == 1
+
+
+def test_a_streams_next_called_on_its_class_gives_a_chunk(telemetry: Telemetry) -> None:
+    stream = chat(stream=True)
+
+    chunk = type(stream).__next__(stream)  # as `type(it).__next__(it)` works for LiteLLM's
+
+    assert isinstance(chunk, ModelResponseStream)
+    assert chunk.choices[0].delta.content
+    list(stream)
+    assert len(telemetry.spans()) == 1
 
 
 def text_chunk(index: int) -> GenericStreamingChunk:

@@ -12,8 +12,7 @@ import functools
 import logging
 import operator
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from itertools import chain, repeat
 from typing import Any, ClassVar
@@ -185,15 +184,15 @@ class _Seen:
         if not chunks or set(map(type, chunks)) != {_chat_chunk_type()}:
             return False
         try:
-            extras = list(map(_pydantic_extra, chunks))
+            extras = map(_pydantic_extra, chunks)
             if any(map(dict.__contains__, extras, repeat("type"))):  # a Responses API event?
                 return False
             choices = map(_pydantic_extra, chain.from_iterable(map(_choices, chunks)))
             # LiteLLM keeps a choice's fields extra.
             reasons = list(filter(None, map(dict.__getitem__, choices, repeat("finish_reason"))))
             # LiteLLM only sets `usage` on a chunk that carries it (the final one).
-            usages = map(dict.get, reversed(extras), repeat("usage"))
-            usage = next(filter(_is_not_none, usages), None)
+            extras = map(_pydantic_extra, reversed(chunks))
+            usage = next(filter(_is_not_none, map(dict.get, extras, repeat("usage"))), None)
         except (AttributeError, KeyError, TypeError):  # a chunk or choice built another way
             return False
         self.finish_reasons.extend(map(str, reasons))
@@ -256,30 +255,126 @@ class _Seen:
         return sum(len(piece) for choice in self.choices() for piece in choice.pieces())
 
 
+class _Ending:
+    """What ends a stream's span, exactly once: when the stream is exhausted, fails, is closed
+    or is cancelled, or else when it is collected. The proxy holds it, and so does each of its
+    pass-throughs, which hold no reference to the proxy: a stream dropped unfinished ends as
+    soon as it is dropped, while a pass-through still held (``await anext(stream)`` on a
+    stream nobody else keeps) keeps it going."""
+
+    __slots__ = ("call", "finished", "seen", "stream", "user_error")
+
+    def __init__(self, stream: Any, call: Call) -> None:
+        self.stream = stream  # LiteLLM's own, which pricing may ask about the call
+        self.call = call
+        self.seen = _Seen(stream)
+        self.finished = False
+        self.user_error: BaseException | None = None
+
+    def __del__(self) -> None:
+        # Collected unfinished (a loop broken out of): maybe on an event loop, maybe on
+        # whatever thread runs the collector, so priced from the rough count, no tokenizer.
+        self.finish(None, rough=True)
+
+    def _claim(self) -> bool:
+        """Whether this ending is the stream's first: a stream finishes exactly once."""
+        if self.finished:
+            return False
+        self.finished = True
+        return True
+
+    def finish(self, error: BaseException | None, *, rough: bool = False) -> None:
+        if not self._claim():
+            return
+        call = self.call
+        if _failed(error):
+            call.fail(error)  # type: ignore[arg-type]
+            return
+        _read_chunks(self.seen)
+        outcome = self._outcome(rough)
+        try:
+            call.finish(outcome)
+        except BudgetExceededError:
+            _crossed()
+        except Exception:
+            logger.exception("spendmeter: finishing a stream's span failed")
+
+    async def afinish(self, error: BaseException | None) -> None:
+        if not self._claim():
+            return
+        if _failed(error):
+            await self.call.afail(error)  # type: ignore[arg-type]
+            return
+        await _to_the_end(self._aend())
+
+    async def _aend(self) -> None:
+        """An async stream's ending. A stream without usage is counted and priced in a worker
+        thread: assembling and counting it takes milliseconds, a long prompt far more, which
+        the event loop would stand still for."""
+        seen, call = self.seen, self.call
+        _read_chunks(seen)
+        pricing = None
+        if seen.usage is None:
+            try:
+                outcome, pricing = await asyncio.to_thread(self._priced)
+            except RuntimeError:  # the loop's executor is shut down: the span still ends
+                outcome, pricing = self._priced()
+        else:
+            outcome = self._outcome(rough=False)
+        try:
+            await call.afinish(outcome, pricing)
+        except BudgetExceededError:
+            _crossed()
+        except Exception:
+            logger.exception("spendmeter: finishing a stream's span failed")
+
+    def _priced(self) -> tuple[Outcome, Priced]:
+        outcome = self._outcome(rough=False)
+        return outcome, self.call.priced(outcome)
+
+    def _outcome(self, rough: bool) -> Outcome:
+        """What the stream brought back, its chunks read; ``rough``: count no token exactly."""
+        call, seen = self.call, self.seen
+        usage, estimated, priced = _count_stream(call, seen, rough) or (None, False, None)
+        return Outcome(
+            usage=usage,
+            estimated=estimated,
+            response_attributes=_read_response(seen, call.telemetry.capture_content),
+            response=None,
+            priced=priced,
+            stream=None if priced is None else self.stream,
+            first_chunk_delay=(
+                None if seen.first_chunk_at is None else seen.first_chunk_at - call.started
+            ),
+            error=self.user_error,
+        )
+
+
+class _PassThrough(property):
+    """``__next__`` and ``__anext__`` of a stream: read on the stream, the pass-through in its
+    slot. CPython looks these up on the type and calls what it finds, so next() and anext()
+    call the stream's own closure (``_passed_through``, ``_async_passed_through``) and run no
+    method of the proxy: a method would pay for a Python call and for reads of the proxy's
+    slots, on every chunk. Called on the class (``TracedStream.__next__(stream)``), it does
+    what a method would."""
+
+    def __call__(self, stream: TracedStream) -> Any:
+        return self.fget(stream)()  # type: ignore[misc]
+
+
 class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any stream
     """Proxy for ``CustomStreamWrapper`` and ``TextCompletionStreamWrapper``, sync or async."""
 
-    __slots__ = (
-        "_self_anext",
-        "_self_call",
-        "_self_finished",
-        "_self_next",
-        "_self_seen",
-        "_self_user_error",
-    )
+    __slots__ = ("_self_anext", "_self_ending", "_self_next")
 
     def __init__(self, wrapped: Any, call: Call) -> None:
         super().__init__(wrapped)
-        self._self_call = call
-        self._self_seen = _Seen(wrapped)
-        owner = weakref.ref(self)
-        self._self_next: Callable[[], Any] = _passed_through(owner, self._self_seen, call).__next__
-        self._self_anext = _async_passed_through(owner, self._self_seen, call)
-        self._self_finished = False
-        self._self_user_error: BaseException | None = None
+        ending = self._self_ending = _Ending(wrapped, call)
+        self._self_next: Callable[[], Any] = _passed_through(ending)
+        self._self_anext: Callable[[], Awaitable[Any]] = _async_passed_through(ending)
 
     # --- sync iteration -------------------------------------------------------------------
-    __next__: ClassVar[property]  # set below the class, which makes the slot it reads
+    __next__: ClassVar[_PassThrough]  # set below the class, which makes the slot it reads
 
     def __iter__(self) -> TracedStream:
         return self
@@ -290,17 +385,17 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
             if close is not None:
                 close()
         finally:
-            self._self_finish(None)
+            self._self_ending.finish(None)
 
     def __enter__(self) -> TracedStream:
         return self
 
     def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
-        self._self_user_error = error  # the stream is still priced, its span marked failed
+        self._self_ending.user_error = error  # the stream is still priced, its span failed
         self.close()
 
     # --- async iteration ------------------------------------------------------------------
-    __anext__: ClassVar[property]  # as `__next__`
+    __anext__: ClassVar[_PassThrough]  # as `__next__`
 
     def __aiter__(self) -> TracedStream:
         return self
@@ -311,174 +406,40 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
             if aclose is not None:
                 await aclose()
         finally:
-            await self._self_afinish(None)
+            await self._self_ending.afinish(None)
 
     async def __aenter__(self) -> TracedStream:
         return self
 
     async def __aexit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
-        self._self_user_error = error
+        self._self_ending.user_error = error
         await self.aclose()
 
-    def __del__(self) -> None:
-        # Collected unfinished (a loop broken out of): maybe on an event loop, maybe on
-        # whatever thread runs the collector, so priced from the rough count, no tokenizer.
-        self._self_finish(None, rough=True)
 
-    # --- bookkeeping ----------------------------------------------------------------------
-    def _self_claim(self) -> bool:
-        """Whether this ending is the stream's first: a stream finishes exactly once."""
-        if self._self_finished:
-            return False
-        self._self_finished = True
-        return True
+TracedStream.__next__ = _PassThrough(TracedStream.__dict__["_self_next"].__get__)
+TracedStream.__anext__ = _PassThrough(TracedStream.__dict__["_self_anext"].__get__)
 
-    def _self_finish(self, error: BaseException | None, *, rough: bool = False) -> None:
-        if not self._self_claim():
-            return
-        call = self._self_call
-        if _failed(error):
-            call.fail(error)  # type: ignore[arg-type]
-            return
-        _read_chunks(self._self_seen)
-        outcome = self._self_outcome(rough)
+
+def _passed_through(ending: _Ending) -> Callable[[], Any]:
+    """What next() of a sync stream calls: each chunk of the stream, noted on the way through;
+    the span finished when the stream ends or fails."""
+    seen = ending.seen
+    keep, pull = seen.chunks.append, seen.next_chunk
+    started = False
+
+    def next_chunk() -> Any:
+        nonlocal started
         try:
-            call.finish(outcome)
-        except BudgetExceededError:
-            _crossed()
-        except Exception:
-            logger.exception("spendmeter: finishing a stream's span failed")
-
-    async def _self_afinish(self, error: BaseException | None) -> None:
-        if not self._self_claim():
-            return
-        if _failed(error):
-            await self._self_call.afail(error)  # type: ignore[arg-type]
-            return
-        await _to_the_end(self._self_aend())
-
-    async def _self_aend(self) -> None:
-        """An async stream's ending. A stream without usage is counted and priced in a worker
-        thread: assembling and counting it takes milliseconds, a long prompt far more, which
-        the event loop would stand still for."""
-        seen, call = self._self_seen, self._self_call
-        _read_chunks(seen)
-        pricing = None
-        if seen.usage is None:
-            try:
-                outcome, pricing = await asyncio.to_thread(self._self_priced)
-            except RuntimeError:  # the loop's executor is shut down: the span still ends
-                outcome, pricing = self._self_priced()
-        else:
-            outcome = self._self_outcome(rough=False)
-        try:
-            await call.afinish(outcome, pricing)
-        except BudgetExceededError:
-            _crossed()
-        except Exception:
-            logger.exception("spendmeter: finishing a stream's span failed")
-
-    def _self_priced(self) -> tuple[Outcome, Priced]:
-        outcome = self._self_outcome(rough=False)
-        return outcome, self._self_call.priced(outcome)
-
-    def _self_outcome(self, rough: bool) -> Outcome:
-        """What the stream brought back, its chunks read; ``rough``: count no token exactly."""
-        call, seen = self._self_call, self._self_seen
-        usage, estimated, priced = _count_stream(call, seen, rough) or (None, False, None)
-        return Outcome(
-            usage=usage,
-            estimated=estimated,
-            response_attributes=_read_response(seen, call.telemetry.capture_content),
-            response=None,
-            priced=priced,
-            stream=None if priced is None else self.__wrapped__,
-            first_chunk_delay=(
-                None if seen.first_chunk_at is None else seen.first_chunk_at - call.started
-            ),
-            error=self._self_user_error,
-        )
-
-
-# next() of a sync stream resumes its `_passed_through` generator and runs no Python call of
-# spendmeter's: CPython looks `__next__` up on the type, and this one is read from the stream's
-# `_self_next` slot, the generator's own `__next__`. Resuming a generator costs about half
-# of what a call of a Python `__next__` does, and a stream pays it for every chunk. anext()
-# likewise calls the stream's own `_async_passed_through` closure: a method would pay for
-# the reads of the proxy's slots (an async generator would cost more, and asyncio's hooks
-# would close it from the garbage collector).
-TracedStream.__next__ = property(TracedStream.__dict__["_self_next"].__get__)
-TracedStream.__anext__ = property(TracedStream.__dict__["_self_anext"].__get__)
-
-
-def _passed_through(
-    owner: weakref.ref[TracedStream], seen: _Seen, call: Call
-) -> Generator[Any, None, Any]:
-    """Each chunk of the stream ``owner`` proxies, noted in ``seen`` on the way through; its
-    span finished when the stream ends or fails. Only a weak reference to its proxy: a stream
-    dropped unfinished must still be collected, and finished, as soon as it is dropped."""
-    try:
-        # LiteLLM may make the provider SDK's call only when the first chunk is asked for: it
-        # runs in the call's context, so that other GenAI instrumentations step aside for it
-        # as they do inside the call (and an HTTP span is the call's child).
-        token = call.attach()
-        try:
-            chunk = seen.next_chunk()
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-    except StopIteration as end:  # returned, not raised: a generator may not raise it
-        _ended(owner, None)
-        return end.value
-    except BaseException as error:
-        _ended(owner, error)
-        raise
-    seen.first_chunk_at = time.perf_counter()
-    keep, next_chunk = seen.chunks.append, seen.next_chunk
-    while True:
-        keep(chunk)
-        yield chunk
-        try:
-            chunk = next_chunk()
-        except StopIteration as end:
-            _ended(owner, None)
-            return end.value
+            if started:
+                chunk = pull()
+            else:
+                chunk = _first_chunk(seen, ending.call)
+                started = True
+        except StopIteration:
+            ending.finish(None)
+            raise
         except BaseException as error:
-            _ended(owner, error)
-            raise
-
-
-def _async_passed_through(
-    owner: weakref.ref[TracedStream], seen: _Seen, call: Call
-) -> Callable[[], Coroutine[Any, Any, Any]]:
-    """What anext() of the async stream ``owner`` proxies awaits: each chunk, noted in
-    ``seen``; the span finished when the stream ends or fails."""
-    keep = seen.chunks.append
-    pull: Callable[[], Awaitable[Any]]  # the first chunk's, then the stream's own
-
-    async def first_chunk() -> Any:
-        # As the sync stream's first chunk: in the call's context.
-        nonlocal pull
-        token = call.attach()
-        try:
-            chunk = await seen.next_async_chunk()
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-        seen.first_chunk_at = time.perf_counter()
-        pull = seen.next_async_chunk  # later chunks cost no context
-        return chunk
-
-    pull = first_chunk
-
-    async def next_chunk() -> Any:
-        try:
-            chunk = await pull()
-        except StopAsyncIteration:
-            await _async_ended(owner, None)
-            raise
-        except BaseException as error:  # CancelledError included: the span must still end
-            await _async_ended(owner, error)
+            ending.finish(error)
             raise
         keep(chunk)
         return chunk
@@ -486,19 +447,55 @@ def _async_passed_through(
     return next_chunk
 
 
-async def _async_ended(owner: weakref.ref[TracedStream], error: BaseException | None) -> None:
-    stream = owner()
-    if stream is not None:
-        await stream._self_afinish(error)
+def _async_passed_through(ending: _Ending) -> Callable[[], Awaitable[Any]]:
+    """What anext() of an async stream awaits: as ``_passed_through``."""
+    seen = ending.seen
+    keep, pull = seen.chunks.append, seen.next_async_chunk
+    started = False
+
+    async def next_chunk() -> Any:
+        nonlocal started
+        try:
+            if started:
+                chunk = await pull()
+            else:
+                chunk = await _first_async_chunk(seen, ending.call)
+                started = True
+        except StopAsyncIteration:
+            await ending.afinish(None)
+            raise
+        except BaseException as error:  # CancelledError included: the span must still end
+            await ending.afinish(error)
+            raise
+        keep(chunk)
+        return chunk
+
+    return next_chunk
 
 
-def _ended(owner: weakref.ref[TracedStream], error: BaseException | None) -> None:
-    """A sync stream ended: its span finished, and next() from now on the stream's own, as it
-    is for LiteLLM's stream after its end (the generator that passed the chunks is done)."""
-    stream = owner()
-    if stream is not None:
-        stream._self_next = stream._self_seen.next_chunk
-        stream._self_finish(error)
+# LiteLLM may make the provider SDK's call only when the first chunk is asked for: it runs in
+# the call's context, so that other GenAI instrumentations step aside for it as they do inside
+# the call (and an HTTP span is the call's child). Later chunks cost no context.
+def _first_chunk(seen: _Seen, call: Call) -> Any:
+    token = call.attach()
+    try:
+        chunk = seen.next_chunk()
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    seen.first_chunk_at = time.perf_counter()
+    return chunk
+
+
+async def _first_async_chunk(seen: _Seen, call: Call) -> Any:
+    token = call.attach()
+    try:
+        chunk = await seen.next_async_chunk()
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    seen.first_chunk_at = time.perf_counter()
+    return chunk
 
 
 # The steps of a stream's ending, each guarded on its own: whatever fails, the span still ends.
