@@ -79,10 +79,11 @@ the process through a small C library (``benchmarks/region.c``, built into the g
 ``benchmarks/build/``): per contender, instrument, warm up, collect garbage, zero the counters
 and start counting, make the calls, stop and dump. Each count is split into parts, a region
 each (N plain calls in 3 parts; 4 short streams in 2; 2 long streams, 300 chunks by default,
-in 2; the replayed streams, 4 short and 2 long, in 2 each), and the ``±`` is the standard
-error over the parts. Instructions per call are the parts' mean total over their calls; per
-chunk, the same subtractions as above. The floor's work is also counted in its two parts, its
-span and its four metric points, N of each: how much of the floor the metric points are.
+in 2; the replayed streams, sync and async, 4 short and 2 long, in 2 each), and the ``±`` is
+the standard error over the parts. Instructions per call are the parts' mean total over their
+calls; per chunk, the same subtractions as above. The floor's work is also counted in its two
+parts, its span and its four metric points, N of each: how much of the floor the metric points
+are.
 
 - Callgrind counts every thread, so a region stops only once LiteLLM's logging thread pool
   has run every task its calls queued. So that background threads add no noise, this mode
@@ -593,6 +594,20 @@ def replay_async_through_spendmeter(loop: asyncio.AbstractEventLoop, chunks: lis
     return loop.run_until_complete(consume())
 
 
+Replay = Callable[[list[Any]], int]
+
+
+def replays(loop: asyncio.AbstractEventLoop) -> dict[str, tuple[Replay, Replay]]:
+    """For a sync and an async stream: how to replay chunks through spendmeter, and bare."""
+    return {
+        "sync": (replay_through_spendmeter, replay_bare),
+        "async": (
+            functools.partial(replay_async_through_spendmeter, loop),
+            functools.partial(replay_async_bare, loop),
+        ),
+    }
+
+
 def _spendmeter_wrapper(*, is_async: bool) -> Callable[..., Any]:
     """spendmeter's wrapper of the chat entry point it patched (``sync_call``, ``async_call``)."""
     for point in _patch_points():
@@ -793,13 +808,7 @@ def measure_replay(lives: list[Live], args: argparse.Namespace) -> dict[str, Any
     long = recorded_chunks(stream_text(args.long_chunks))
     short = recorded_chunks(stream_text(args.short_chunks))
     loop = asyncio.new_event_loop()
-    kinds = {
-        "sync": (replay_through_spendmeter, replay_bare),
-        "async": (
-            functools.partial(replay_async_through_spendmeter, loop),
-            functools.partial(replay_async_bare, loop),
-        ),
-    }
+    kinds = replays(loop)
     visits = [
         functools.partial(replay, chunks)
         for traced, bare in kinds.values()
@@ -997,8 +1006,18 @@ PARTS = {
     "long": 2,
     "replay_long": 2,
     "replay_short": 2,
+    "replay_async_long": 2,
+    "replay_async_short": 2,
 }
-STREAMS_PER_PART = {"short": 2, "long": 1, "replay_long": 2, "replay_short": 4}
+REPLAY_PARTS = {"sync": "replay", "async": "replay_async"}  # the parts' names begin so
+STREAMS_PER_PART = {
+    "short": 2,
+    "long": 1,
+    "replay_long": 2,
+    "replay_short": 4,
+    "replay_async_long": 2,
+    "replay_async_short": 4,
+}
 
 
 class Region:
@@ -1074,13 +1093,19 @@ def callgrind_child(args: argparse.Namespace) -> int:
 def count_replays(
     region: Region, lives: Sequence[Live], live: Live, replayed: dict[str, list[Any]]
 ) -> None:
-    """The recorded streams, through spendmeter (on now) and bare; bare's regions are counted
-    here too, as iterating a list needs nothing uninstrumented."""
+    """The recorded streams, sync and async, through spendmeter (on now) and bare; bare's
+    regions are counted here too, as iterating a list needs nothing uninstrumented."""
     bare = next(found for found in lives if found.name == BARE)
-    for kind, chunks in replayed.items():
-        for who, replay in ((live, replay_through_spendmeter), (bare, replay_bare)):
-            call = functools.partial(replay, chunks)
-            region.count_parts(f"replay_{kind}", who, call, STREAMS_PER_PART[f"replay_{kind}"], 3)
+    loop = asyncio.new_event_loop()
+    try:
+        for kind, (traced, untraced) in replays(loop).items():
+            for length, chunks in replayed.items():
+                part = f"{REPLAY_PARTS[kind]}_{length}"
+                for who, replay in ((live, traced), (bare, untraced)):
+                    call = functools.partial(replay, chunks)
+                    region.count_parts(part, who, call, STREAMS_PER_PART[part], 3)
+    finally:
+        loop.close()
 
 
 def read_dumps(directory: Path) -> dict[str, int]:
@@ -1135,11 +1160,12 @@ def summarise_instructions(counts: dict[str, int], meta: dict[str, Any]) -> dict
             plain[name] = calls
         if long is not None and short is not None:
             chunk[name] = (long - short) / extra_chunks
-    replayed: dict[str, Estimate] = {}
-    for name in (BARE, SPENDMETER):
-        long, short = per_unit("replay_long", name), per_unit("replay_short", name)
-        if long is not None and short is not None:
-            replayed[name] = (long - short) / extra_chunks
+    replayed: dict[str, dict[str, Estimate]] = {"replay": {}, "replay_async": {}}
+    for replay, found in replayed.items():
+        for name in (BARE, SPENDMETER):
+            long, short = per_unit(f"{replay}_long", name), per_unit(f"{replay}_short", name)
+            if long is not None and short is not None:
+                found[name] = (long - short) / extra_chunks
     floor = {
         part: round(found.mean)
         for part in ("span", "points")
@@ -1152,7 +1178,8 @@ def summarise_instructions(counts: dict[str, int], meta: dict[str, Any]) -> dict
         "plain": _instruction_rows(plain, "per_call"),
         "floor_parts": floor,
         "per_chunk": _instruction_rows(chunk, "per_chunk"),
-        "replayed_per_chunk": _instruction_rows(replayed, "per_chunk"),
+        "replayed_per_chunk": _instruction_rows(replayed["replay"], "per_chunk"),
+        "replayed_async_per_chunk": _instruction_rows(replayed["replay_async"], "per_chunk"),
     }
 
 
@@ -1411,11 +1438,7 @@ def _chunk_target(results: dict[str, Any]) -> Target:
     """Decided on replayed streams: through LiteLLM, a chunk's microsecond is lost in LiteLLM's
     milliseconds of its own. CPU rather than wall: it leaves out the time spent waiting for a
     CPU, the largest noise on a shared machine."""
-    target = _replayed_chunk_target(results, "sync")
-    counted = _get(results, "instructions", "replayed_per_chunk", SPENDMETER)
-    if counted is not None:
-        target.details["instructions_added_per_chunk"] = counted["added"]
-        target.details["instructions_noise"] = counted["noise"]
+    target = _replayed_chunk_target(results, "sync", "replayed_per_chunk")
     through_litellm = _get(results, "time", "stream", "cpu", SPENDMETER)
     if through_litellm is not None:
         target.details["us_through_litellm"] = through_litellm["added"]
@@ -1425,10 +1448,10 @@ def _chunk_target(results: dict[str, Any]) -> Target:
 
 def _async_chunk_target(results: dict[str, Any]) -> Target:
     """The same target for a chunk of an ``acompletion`` stream, replayed."""
-    return _replayed_chunk_target(results, "async")
+    return _replayed_chunk_target(results, "async", "replayed_async_per_chunk")
 
 
-def _replayed_chunk_target(results: dict[str, Any], kind: str) -> Target:
+def _replayed_chunk_target(results: dict[str, Any], kind: str, counts: str) -> Target:
     target = Target(f"added CPU us per {kind} stream chunk (replayed chunks)", 1.0)
     replayed = _get(results, "time", "replay", kind)
     if replayed is None:
@@ -1436,6 +1459,10 @@ def _replayed_chunk_target(results: dict[str, Any], kind: str) -> Target:
     else:
         target.value, target.noise = replayed["cpu"]["added"], replayed["cpu"]["error"]
         target.details["wall_us"] = replayed["wall"]["added"]
+    counted = _get(results, "instructions", counts, SPENDMETER)
+    if counted is not None:
+        target.details["instructions_added_per_chunk"] = counted["added"]
+        target.details["instructions_noise"] = counted["noise"]
     return target
 
 
@@ -1570,14 +1597,15 @@ def _print_instructions(found: dict[str, Any]) -> None:
         if chunk is not None:
             cells += _count_cells(name, chunk["per_chunk"], chunk)
         print(f"{name:<15}{cells}")
-    replayed = found["replayed_per_chunk"]
-    if SPENDMETER in replayed:
-        ours = replayed[SPENDMETER]
-        print(
-            f"replayed chunks ({chunks['long']}-{chunks['short']}): bare "
-            f"{replayed[BARE]['per_chunk']:,} a chunk, spendmeter {ours['added']:+,} "
-            f"± {ours['noise']:,}"
-        )
+    for kind, key in (("", "replayed_per_chunk"), ("async ", "replayed_async_per_chunk")):
+        replayed = found[key]
+        if SPENDMETER in replayed:
+            ours = replayed[SPENDMETER]
+            print(
+                f"replayed {kind}chunks ({chunks['long']}-{chunks['short']}): bare "
+                f"{replayed[BARE]['per_chunk']:,} a chunk, spendmeter {ours['added']:+,} "
+                f"± {ours['noise']:,}"
+            )
     floor = found["floor_parts"]
     if floor:  # whichever parts were counted: a part that failed is in the errors below
         counted = ", ".join(f"{part} {count:,}" for part, count in floor.items())
