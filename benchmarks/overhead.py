@@ -837,8 +837,8 @@ def measure_replay(lives: list[Live], args: argparse.Namespace) -> dict[str, Any
 
 
 def _replay_round(visits: list[Call], shift: int, extra: int) -> list[Sample]:
-    """One round of ``measure_replay``, visits[shift] first: per extra chunk, a sample for each
-    four visits (traced long and short, bare long and short)."""
+    """One round of ``measure_replay``, visits[shift] first: per extra chunk, one sample for
+    each group of four visits (traced long and short, bare long and short)."""
     timed: dict[int, Sample] = {}
     for step in range(len(visits)):
         index = (shift + step) % len(visits)
@@ -1160,7 +1160,7 @@ def summarise_instructions(counts: dict[str, int], meta: dict[str, Any]) -> dict
             plain[name] = calls
         if long is not None and short is not None:
             chunk[name] = (long - short) / extra_chunks
-    replayed: dict[str, dict[str, Estimate]] = {"replay": {}, "replay_async": {}}
+    replayed: dict[str, dict[str, Estimate]] = {part: {} for part in REPLAY_PARTS.values()}
     for replay, found in replayed.items():
         for name in (BARE, SPENDMETER):
             long, short = per_unit(f"{replay}_long", name), per_unit(f"{replay}_short", name)
@@ -1178,8 +1178,8 @@ def summarise_instructions(counts: dict[str, int], meta: dict[str, Any]) -> dict
         "plain": _instruction_rows(plain, "per_call"),
         "floor_parts": floor,
         "per_chunk": _instruction_rows(chunk, "per_chunk"),
-        "replayed_per_chunk": _instruction_rows(replayed["replay"], "per_chunk"),
-        "replayed_async_per_chunk": _instruction_rows(replayed["replay_async"], "per_chunk"),
+        "replayed_per_chunk": _instruction_rows(replayed[REPLAY_PARTS["sync"]], "per_chunk"),
+        "replayed_async_per_chunk": _instruction_rows(replayed[REPLAY_PARTS["async"]], "per_chunk"),
     }
 
 
