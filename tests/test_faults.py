@@ -434,6 +434,55 @@ async def test_an_async_stream_that_fails_fails_as_it_does_uninstrumented(
     _assert_failed_once(telemetry, bare[after])
 
 
+# Custom providers' models, priced by override: a stream cut short is priced from its chunks.
+CUT_SHORT_PRICES = {
+    model: {"input_cost_per_token": 2.0**-20, "output_cost_per_token": 2.0**-19}
+    for model in ("brokenllm/any", "slowllm/slow")
+}
+
+
+def _assert_counted_as_it_was_paid(
+    telemetry: Telemetry, budget: BudgetSpanProcessor, *, chunks_came: bool
+) -> None:
+    """Failed before its first chunk, nothing was spent; later, the chunks that came were paid
+    for: the failed span, the cost metric and the budget all carry the same estimate."""
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    cost = span.attributes.get(sc.GEN_AI_USAGE_COST)
+    if not chunks_came:
+        assert cost is None
+        assert budget.total_cost == 0.0
+        return
+    assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
+    assert cost > 0
+    assert telemetry.metric_sum(sc.METRIC_COST) == cost
+    assert (budget.request_count, budget.total_cost) == (1, cost)
+
+
+@pytest.mark.parametrize("after", [0, 2], ids=["at its first chunk", "mid-way"])
+def test_a_stream_that_fails_is_counted_for_the_chunks_it_delivered(
+    instrument: Any, budget: BudgetSpanProcessor, after: int
+) -> None:
+    telemetry = instrument(pricing=CUT_SHORT_PRICES)
+    with registered_provider("brokenllm", BrokenStreamProvider(after)):
+        stream = litellm.completion(model="brokenllm/any", messages=MESSAGES, stream=True)
+        _outcomes(stream, after + 1)
+
+    _assert_counted_as_it_was_paid(telemetry, budget, chunks_came=after > 0)
+
+
+@pytest.mark.parametrize("after", [0, 2], ids=["at its first chunk", "mid-way"])
+async def test_an_async_stream_that_fails_is_counted_for_the_chunks_it_delivered(
+    instrument: Any, budget: BudgetSpanProcessor, after: int
+) -> None:
+    telemetry = instrument(pricing=CUT_SHORT_PRICES)
+    with registered_provider("brokenllm", BrokenStreamProvider(after)):
+        stream = await litellm.acompletion(model="brokenllm/any", messages=MESSAGES, stream=True)
+        await _async_outcomes(stream, after + 1)
+
+    _assert_counted_as_it_was_paid(telemetry, budget, chunks_came=after > 0)
+
+
 def test_an_error_in_the_callers_loop_ends_the_stream_once(
     telemetry: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -493,6 +542,27 @@ async def test_a_task_cancelled_while_streaming_ends_its_span_once(
     span = assert_ended_once(telemetry, caplog)
     assert span.attributes[sc.ERROR_TYPE] == "CancelledError"
     assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_a_stream_cancelled_mid_way_is_counted_for_the_chunks_it_delivered(
+    instrument: Any, budget: BudgetSpanProcessor, slow_stream: None
+) -> None:
+    telemetry = instrument(pricing=CUT_SHORT_PRICES)
+    received = asyncio.Event()
+
+    async def consume() -> None:
+        stream = await litellm.acompletion(model="slowllm/slow", messages=MESSAGES, stream=True)
+        async for _chunk in stream:
+            received.set()
+
+    task = asyncio.create_task(consume())
+    await received.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    _assert_counted_as_it_was_paid(telemetry, budget, chunks_came=True)
+    assert telemetry.span().attributes[sc.ERROR_TYPE] == "CancelledError"
 
 
 async def test_a_cancelled_acompletion_ends_its_span_once(

@@ -729,8 +729,8 @@ class Outcome(NamedTuple):
     priced: Any = None
     stream: Any = None
     first_chunk_delay: float | None = None
-    # Raised by the caller's own code while it read a stream: the call still cost what it
-    # cost, and its span says it failed.
+    # What ended a stream as failed once chunks had come (the caller's own code, the stream's
+    # error, a cancellation): the call still cost what it cost, and its span says it failed.
     error: BaseException | None = None
 
 

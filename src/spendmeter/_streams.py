@@ -263,19 +263,33 @@ class _Ending:
     soon as it is dropped, while a pass-through still held (``await anext(stream)`` on a
     stream nobody else keeps) keeps it going."""
 
-    __slots__ = ("call", "finished", "seen", "stream", "user_error")
+    __slots__ = ("call", "error", "finished", "seen", "stream")
 
     def __init__(self, stream: Any, call: Call) -> None:
         self.stream = stream  # LiteLLM's own, which pricing may ask about the call
         self.call = call
         self.seen = _Seen(stream)
         self.finished = False
-        self.user_error: BaseException | None = None
+        # What ended the stream as failed: the caller's own code (inside `with stream:`), the
+        # stream's error or a cancellation.
+        self.error: BaseException | None = None
 
     def __del__(self) -> None:
         # Collected unfinished (a loop broken out of): maybe on an event loop, maybe on
         # whatever thread runs the collector, so priced from the rough count, no tokenizer.
         self.finish(None, rough=True)
+
+    def _failed_unpaid(self, error: BaseException | None) -> bool:
+        """Whether the stream failed before its first chunk: then it ends as a failed plain call
+        does, with nothing spent. Failed or cancelled later, the chunks that came were paid for:
+        the stream is priced and counted like one broken out of, and ``error`` marks it failed.
+        """
+        if not _failed(error):
+            return False
+        if not self.seen.chunks:
+            return True
+        self.error = error
+        return False
 
     def _claim(self) -> bool:
         """Whether this ending is the stream's first: a stream finishes exactly once."""
@@ -288,7 +302,7 @@ class _Ending:
         if not self._claim():
             return
         call = self.call
-        if _failed(error):
+        if self._failed_unpaid(error):
             call.fail(error)  # type: ignore[arg-type]
             return
         _read_chunks(self.seen)
@@ -303,7 +317,7 @@ class _Ending:
     async def afinish(self, error: BaseException | None) -> None:
         if not self._claim():
             return
-        if _failed(error):
+        if self._failed_unpaid(error):
             await self.call.afail(error)  # type: ignore[arg-type]
             return
         await _to_the_end(self._aend())
@@ -347,7 +361,7 @@ class _Ending:
             first_chunk_delay=(
                 None if seen.first_chunk_at is None else seen.first_chunk_at - call.started
             ),
-            error=self.user_error,
+            error=self.error,
         )
 
 
@@ -392,7 +406,7 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         return self
 
     def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
-        self._self_ending.user_error = error  # the stream is still priced, its span failed
+        self._self_ending.error = error  # the stream is still priced, its span failed
         self.close()
 
     # --- async iteration ------------------------------------------------------------------
@@ -413,7 +427,7 @@ class TracedStream(wrapt.ObjectProxy):  # type: ignore[type-arg]  # proxies any 
         return self
 
     async def __aexit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
-        self._self_ending.user_error = error
+        self._self_ending.error = error
         await self.aclose()
 
 
