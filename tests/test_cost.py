@@ -190,6 +190,87 @@ def test_per_call_custom_pricing(telemetry: Telemetry, price_map_restored: None)
     assert telemetry.span().attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["text_completion", "atext_completion"])
+async def test_a_text_completion_costs_litellms_own_figure(
+    telemetry: Telemetry, price_map_restored: None, is_async: bool
+) -> None:
+    # A text completion keeps its hidden params on a pydantic object, not a dict; the per-call
+    # prices are in LiteLLM's figure only, so a cost calculated afresh would miss them.
+    ask: dict[str, Any] = {
+        "model": "spendmeter-per-call-text-model",
+        "custom_llm_provider": "openai",
+        "prompt": "How much does this cost?",
+        "mock_response": "hi",
+        "input_cost_per_token": 2e-3,
+        "output_cost_per_token": 4e-3,
+    }
+    if is_async:
+        response = await litellm.atext_completion(**ask)
+    else:
+        response = litellm.text_completion(**ask)
+
+    expected = response._hidden_params["response_cost"]
+    usage = response.usage
+    assert expected == pytest.approx(usage.prompt_tokens * 2e-3 + usage.completion_tokens * 4e-3)
+    attributes = telemetry.span().attributes
+    assert attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_PRICED
+    assert attributes[sc.GEN_AI_USAGE_COST] == expected
+    assert sum(attributes[part] for part in COST_PARTS) == pytest.approx(expected, rel=1e-12)
+
+
+PER_CALL_PRICES = {"input_cost_per_token": 2e-3, "output_cost_per_token": 4e-3}
+
+
+def _priced_at_per_call_prices(telemetry: Telemetry) -> None:
+    """The stream's span is priced at the call's own prices, for the tokens counted."""
+    [attempt] = [s for s in telemetry.spans() if sc.GEN_AI_USAGE_INPUT_TOKENS in s.attributes]
+    attributes = attempt.attributes
+    expected = (
+        attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] * PER_CALL_PRICES["input_cost_per_token"]
+        + attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] * PER_CALL_PRICES["output_cost_per_token"]
+    )
+    assert attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_ESTIMATED
+    assert attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(expected, rel=1e-9)
+    assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_stream_without_usage_costs_its_per_call_prices(
+    telemetry: Telemetry, price_map_restored: None
+) -> None:
+    # Priced from the chunks, yet at the prices the call named: not the price map's rates.
+    stream = litellm.completion(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        mock_response="Tokens in and tokens out, both billed.",
+        stream=True,
+        **PER_CALL_PRICES,
+    )
+    for _chunk in stream:
+        pass
+
+    _priced_at_per_call_prices(telemetry)
+
+
+async def test_a_router_stream_without_usage_costs_its_deployments_prices(
+    telemetry: Telemetry, price_map_restored: None
+) -> None:
+    router = litellm.Router(
+        model_list=[
+            {
+                "model_name": "tuned",
+                "litellm_params": {"model": "openai/spendmeter-fine-tune", **PER_CALL_PRICES},
+            }
+        ]
+    )
+    stream = await router.acompletion(
+        model="tuned", messages=MESSAGES, mock_response="A fine-tune's own price.", stream=True
+    )
+    async for _chunk in stream:
+        pass
+
+    _priced_at_per_call_prices(telemetry)
+
+
 def test_per_second_pricing(instrument: Any) -> None:
     telemetry = instrument(pricing={"gpt-4o-mini": {"input_cost_per_second": 0.5}})
     litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="hi")

@@ -8,9 +8,13 @@ tests (``pyproject.toml``'s floor and the newest):
   keeps that split only on its per-call logging object, which the caller never sees. Wrapping
   the method records each split under the call's ``litellm_call_id`` (which the response
   carries), so the parts of a span are LiteLLM's own, at no extra pricing work per call.
-- ``Logging`` itself: when a response carries no cost of LiteLLM's (a stream that ended early, an
-  assembled stream), ``litellm.completion_cost`` is handed a fresh logging object so that it
-  leaves its split there too: one calculator call gives both the total and its parts.
+- ``Logging.uncached_price``: a stream's response that carries no cost of LiteLLM's (assembled
+  from its chunks, or a local count) is priced by the stream's own logging object, as LiteLLM
+  prices a stream's rounds itself: it holds the call's context (per-call and deployment prices
+  among it), which ``litellm.completion_cost`` cannot be told, and it records nothing.
+- ``Logging`` itself: when a response of any other call carries no cost of LiteLLM's,
+  ``litellm.completion_cost`` is handed a fresh logging object so that it leaves its split
+  there too: one calculator call gives both the total and its parts.
 - ``apply_provider_cache_read_default`` (``litellm.litellm_core_utils.llm_cost_calc.utils``): an
   override that names a ``base_model`` and rates of its own is priced by spendmeter on the base
   model's entry as LiteLLM reads it, provider defaults included (e.g. Fireworks' cache reads).
@@ -44,7 +48,7 @@ from litellm.litellm_core_utils.llm_cost_calc.utils import (
 from litellm.utils import get_model_cost_mutation_generation
 from opentelemetry.instrumentation.utils import unwrap
 
-from spendmeter._fields import field, private
+from spendmeter._fields import field, fields, private
 from spendmeter._numbers import amount
 
 # How a proxy (or a provider LiteLLM knows reports its own cost) states the cost of a response:
@@ -103,8 +107,10 @@ def map_generation() -> int:
 
 
 def hidden_params(response: object) -> Mapping[str, Any] | None:
+    """A response's hidden params: a dict on most responses, a pydantic ``HiddenParams`` (its
+    fields and extras) on a text completion's."""
     hidden = private(response, "_hidden_params")
-    return hidden if isinstance(hidden, Mapping) else None
+    return hidden if type(hidden) is dict else fields(hidden)
 
 
 def provider_reported_cost(
@@ -140,6 +146,21 @@ def stream_logging_obj(stream: object) -> object:
     if found is None:
         found = getattr(getattr(stream, "completion_stream", None), "logging_obj", None)
     return found
+
+
+def stream_price(stream: object, response: object) -> tuple[float, Mapping[str, Any] | None] | None:
+    """LiteLLM's price of a stream's response (assembled from its chunks, or carrying only a
+    local count), asked of the stream's own logging object: it knows what the call was (per-call
+    and deployment prices, ``base_model``, tier, region) and records nothing. ``None`` when the
+    stream has no such object or LiteLLM gives no figure."""
+    uncached_price = getattr(stream_logging_obj(stream), "uncached_price", None)
+    if uncached_price is None:
+        return None
+    price = uncached_price(response)
+    cost, split = price.cost, price.cost_breakdown
+    if cost is None:
+        return None
+    return float(cost), split if isinstance(split, Mapping) else None
 
 
 def completion_cost_with_split(

@@ -156,7 +156,7 @@ class Pricer:
             split = self._split(hidden, stream)
         else:
             # No figure came with the response: LiteLLM's calculator, told what the call was.
-            priced = _calculated(response, call_type, _context(model, provider, kwargs))
+            priced = _calculated(response, call_type, _context(model, provider, kwargs), stream)
             if priced is None:
                 return UNPRICED
             total, split = priced
@@ -211,11 +211,17 @@ def parts(total: float, split: Mapping[str, Any] | None) -> Cost:
 
 
 def _calculated(
-    response: Any, call_type: str, context: Mapping[str, Any]
+    response: Any, call_type: str, context: Mapping[str, Any], stream: Any = None
 ) -> tuple[float, Mapping[str, Any] | None] | None:
+    """LiteLLM's price of a response that came without one: a stream's from the stream's own
+    logging object, which knows the call; any other's from the calculator, told ``context``."""
     if response is None:
         return None
     try:
+        if stream is not None:
+            priced = _litellm.stream_price(stream, response)
+            if priced is not None:
+                return priced
         return _litellm.completion_cost_with_split(response, call_type, **context)
     except Exception as error:  # LiteLLM raises a bare Exception for a model it cannot price
         logger.debug("spendmeter: LiteLLM cannot price this response: %s", error)
