@@ -3,6 +3,7 @@ budget share one total, one cap and one set of alerts, as processes of a fleet w
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from collections.abc import Callable
@@ -118,6 +119,39 @@ def test_reserving_processors_racing_never_spend_past_the_budget(shared: Any) ->
     assert len(paid) == budget / COST  # every call that fits, and not one more
     assert all(processor.total_cost == budget for processor in fleet)
     assert fleet[0].reserved == 0
+
+
+@integration
+@pytest.mark.parametrize(
+    ("policy", "budget"),
+    [("open", 5.0), ("closed", 300 * COST)],
+    ids=["open, the cap holds", "closed, every call that fits goes"],
+)
+async def test_a_burst_of_async_calls_past_the_pool_size_keeps_the_cap(
+    shared: Any, policy: str, budget: float
+) -> None:
+    # More calls at once than redis-py's pool has connections (100): they wait for one. Taking
+    # the full pool for Redis being down would let the burst past the cap ("open") or refuse
+    # calls that fit ("closed").
+    tasks = 300
+    processor = shared(budget, raise_on_budget=True, reserve=True, on_ledger_error=policy)
+    paid: list[float] = []
+
+    async def spend() -> None:
+        one = request(COST)
+        try:
+            await processor.abefore_call(CHAT, one)
+        except BudgetExceededError:
+            return
+        await asyncio.sleep(0.01)  # the call, in flight
+        await processor.aafter_call(CHAT, COST, one)
+        paid.append(COST)
+
+    await asyncio.gather(*(spend() for _ in range(tasks)))
+
+    assert len(paid) == min(tasks, budget / COST)  # every call that fits, and not one more
+    assert processor.total_cost == len(paid) * COST
+    assert processor.reserved == 0
 
 
 @integration

@@ -326,9 +326,13 @@ class _Connection:
                 "socket_connect_timeout": timeout,
                 "decode_responses": True,
             }
-            self.sync = redis.Redis.from_url(url, retry=_no_retry(redis), **options)
-            self._make_async: Callable[[], Any] | None = lambda: redis.asyncio.Redis.from_url(
-                url, retry=_no_retry(redis.asyncio), **options
+            self.sync = _waiting(
+                redis, redis.Redis.from_url(url, retry=_no_retry(redis), **options), timeout
+            )
+            self._make_async: Callable[[], Any] | None = lambda: _waiting(
+                redis.asyncio,
+                redis.asyncio.Redis.from_url(url, retry=_no_retry(redis.asyncio), **options),
+                timeout,
             )
         else:
             redis = _import_redis()
@@ -341,7 +345,7 @@ class _Connection:
             self.sync = target
             self.label = _label_of(kwargs)
             self._secret = kwargs.get("password")
-            self._make_async = _async_twin(redis, target)
+            self._make_async = _async_twin(redis, target, timeout)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -379,7 +383,22 @@ def _label_of(kwargs: dict[str, Any]) -> str:
     return f"{scheme}://{host}:{port}/{kwargs.get('db', 0)}"
 
 
-def _async_twin(redis: Any, client: Any) -> Callable[[], Any] | None:
+def _waiting(module: Any, client: Any, timeout: float) -> Any:
+    """``client``, its pool made one that waits up to ``timeout`` for a free connection. redis-py's
+    own pool raises once its connections (100) are all in use, as they are under a burst of
+    concurrent calls: the ledger would take a healthy Redis for one that is down, and a budget
+    that fails open would let the burst past its cap. ``module``: redis or redis.asyncio."""
+    pool = client.connection_pool
+    waiting = module.BlockingConnectionPool(
+        connection_class=pool.connection_class,
+        max_connections=pool.max_connections,
+        timeout=timeout,
+        **pool.connection_kwargs,
+    )
+    return module.Redis.from_pool(waiting)
+
+
+def _async_twin(redis: Any, client: Any, timeout: float) -> Callable[[], Any] | None:
     """Makes redis.asyncio clients that connect as ``client`` does, or ``None`` when its pool
     is not a plain one (Sentinel and the like manage connections of their own)."""
     pool = client.connection_pool
@@ -395,7 +414,9 @@ def _async_twin(redis: Any, client: Any) -> Callable[[], Any] | None:
         kwargs["unix_socket_path"] = pool.connection_kwargs["path"]
     elif issubclass(pool.connection_class, redis.SSLConnection):
         kwargs["ssl"] = True
-    return lambda: redis.asyncio.Redis(retry=_no_retry(redis.asyncio), **kwargs)
+    return lambda: _waiting(
+        redis.asyncio, redis.asyncio.Redis(retry=_no_retry(redis.asyncio), **kwargs), timeout
+    )
 
 
 def _text(value: Any) -> Any:
