@@ -69,6 +69,15 @@ def telemetry(instrument: Any) -> Telemetry:
 
 
 @pytest.fixture
+def budget(providers: Telemetry) -> Iterator[BudgetSpanProcessor]:
+    """A budget never reached on the in-memory providers: it counts every call."""
+    processor = BudgetSpanProcessor(1_000.0, meter_provider=providers.meter_provider)
+    providers.tracer_provider.add_span_processor(processor)
+    yield processor
+    processor.shutdown()
+
+
+@pytest.fixture
 def fake_provider() -> Iterator[FakeProvider]:
     provider = FakeProvider()
     with registered_provider("fakellm", provider):

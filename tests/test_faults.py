@@ -58,14 +58,6 @@ def duration_count(telemetry: Telemetry) -> int:
     return sum(point.count for point in telemetry.points(sc.METRIC_OPERATION_DURATION))
 
 
-@pytest.fixture
-def budget(providers: Telemetry) -> Iterator[BudgetSpanProcessor]:
-    processor = BudgetSpanProcessor(1_000.0, meter_provider=providers.meter_provider)
-    providers.tracer_provider.add_span_processor(processor)
-    yield processor
-    processor.shutdown()
-
-
 # --- the collector is down, or accepts and never answers ------------------------------------
 
 EXPORT_TIMEOUT_S = 10.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -12,7 +13,7 @@ import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind, StatusCode
 
-from spendmeter import LiteLLMInstrumentor
+from spendmeter import BudgetSpanProcessor, LiteLLMInstrumentor
 from spendmeter import semconv as sc
 from tests._support import ANSWER, MESSAGES, Telemetry, chat
 
@@ -285,6 +286,41 @@ def test_uninstrument_restores_every_original(instrument: Any, providers: Teleme
     assert all(getattr(litellm.main, name) is originals[name] for name in names)
     chat()
     assert providers.spans() == []
+
+
+@pytest.mark.parametrize("loop", [False, True], ids=["no loop running", "inside a running loop"])
+def test_a_sync_call_with_fallbacks_is_one_call(
+    telemetry: Telemetry, budget: BudgetSpanProcessor, loop: bool
+) -> None:
+    # LiteLLM runs a sync call's fallbacks as a coroutine; inside a running loop, on a thread
+    # of its own, which must still see the call it belongs to.
+    def ask() -> None:
+        chat(fallbacks=["gpt-4o"])
+
+    if loop:
+
+        async def inside_a_loop() -> None:
+            ask()
+
+        asyncio.run(inside_a_loop())
+    else:
+        ask()
+
+    cost = telemetry.span().attributes[sc.GEN_AI_USAGE_COST]
+    assert telemetry.metric_sum(sc.METRIC_COST) == cost
+    assert (budget.request_count, budget.total_cost) == (1, cost)
+
+
+def test_uninstrument_restores_litellms_sync_to_async_bridge(instrument: Any) -> None:
+    from litellm.litellm_core_utils import asyncify, fallback_utils
+
+    original = asyncify.run_async_function
+    instrument()
+    assert fallback_utils.run_async_function is not original
+    LiteLLMInstrumentor().uninstrument()
+
+    assert asyncify.run_async_function is original
+    assert fallback_utils.run_async_function is original
 
 
 def test_fault_inside_telemetry_is_logged_not_raised(

@@ -4,8 +4,10 @@
 start the call (or step aside when it is LiteLLM calling itself), ask its budgets, let it run
 with its span current, then hand back LiteLLM's result untouched, a stream behind a proxy.
 ``request_wrapper`` stands in for what sends one request as several attempts (the Router's
-endpoints, ``completion_with_retries``). Sync and async differ only where the language forces
-it: an async call awaits its budgets, so that a ledger on the network never blocks the loop.
+endpoints, ``completion_with_retries``). ``hop_wrapper`` stands in for LiteLLM's bridge that
+runs a coroutine from sync code, on a thread of its own when an event loop already runs here.
+Sync and async differ only where the language forces it: an async call awaits its budgets, so
+that a ledger on the network never blocks the loop.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from spendmeter._attributes import Operation
@@ -218,3 +221,29 @@ def _raise_final(request: Request, error: BaseException) -> None:
     if final is error:
         raise error
     raise final from error
+
+
+def hop_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """LiteLLM's ``run_async_function(async_function, *args, **kwargs)``: the coroutine runs
+    with the call (or request) running here, and its context. LiteLLM runs it on a new thread
+    when a loop already runs on this one (sync ``completion(fallbacks=...)`` inside an async
+    app), which starts with no context: the call it makes for this one would be counted again.
+    """
+    call, request = CURRENT_CALL.get(), CURRENT_REQUEST.get()
+    if call is None and request is None:
+        return wrapped(*args, **kwargs)
+    if args:
+        function, rest = args[0], args[1:]
+    else:
+        kwargs = dict(kwargs)
+        function, rest = kwargs.pop("async_function"), ()
+    context = otel_context.get_current()
+
+    async def carried(*inner_args: Any, **inner_kwargs: Any) -> Any:
+        # Set in the task running this coroutine: its context is its own, gone when it ends.
+        CURRENT_CALL.set(call)
+        CURRENT_REQUEST.set(request)
+        otel_context.attach(context)
+        return await function(*inner_args, **inner_kwargs)
+
+    return wrapped(carried, *rest, **kwargs)

@@ -128,6 +128,24 @@ _RETRYING: dict[str, str] = {
     "responses_with_retries": _CHAT,
     "aresponses_with_retries": _CHAT,
 }
+# LiteLLM's bridge from sync code to a coroutine, which may run it on a thread of its own: in
+# every LiteLLM module that imported it already, and where modules imported later find it.
+_HOP = ("litellm.litellm_core_utils.asyncify", "run_async_function")
+
+
+def _hop_places() -> list[tuple[str, str]]:
+    found = _lookup(*_HOP)
+    if found is None:
+        return []
+    bridge = found[1]
+    holders = [
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("litellm.") and getattr(module, _HOP[1], None) is bridge
+    ]
+    return [_HOP, *((name, _HOP[1]) for name in holders if name != _HOP[0])]
+
+
 # litellm.Router's endpoints that make paid calls (those this LiteLLM serves are wrapped).
 _ROUTER_METHODS: dict[str, str] = {
     "completion": _CHAT, "acompletion": _CHAT,
@@ -286,6 +304,7 @@ class LiteLLMInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped ba
                 ((module, name) for module in ("litellm.main", "litellm")),
                 functools.partial(_retrying_wrapper, telemetry, operation),
             )
+        patches.wrap(_hop_places(), lambda _original: _wrappers.hop_wrapper)
         for name, operation in _ROUTER_METHODS.items():
             patches.wrap_method(
                 litellm.Router,
