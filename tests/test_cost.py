@@ -137,6 +137,28 @@ def test_unpriced_model_is_never_free(
     assert telemetry.points(sc.METRIC_COST) == []
 
 
+def test_a_stream_dropped_before_its_first_chunk_warns_of_no_missing_price(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="spendmeter"):
+        stream = litellm.completion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="hi", stream=True
+        )
+        del stream  # nothing came, so nothing is priced: the model's price is not missing
+        litellm.completion(
+            model="my-org/finetune-v2",
+            custom_llm_provider="openai",
+            messages=MESSAGES,
+            mock_response="hi",
+        )
+
+    dropped, _finetune = telemetry.spans()
+    assert dropped.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+    warned = [r.getMessage() for r in caplog.records if "no price for model" in r.getMessage()]
+    assert len(warned) == 1
+    assert "my-org/finetune-v2" in warned[0]
+
+
 @pytest.fixture
 def registered_model() -> Iterator[str]:
     name = "spendmeter-test-model"

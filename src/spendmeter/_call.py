@@ -228,7 +228,8 @@ class Telemetry:
             usage=usage,
             stream=stream,
         )
-        if priced.total is None:
+        if priced.total is None and response is not None:
+            # A model without a price; not a stream that ended with nothing to price.
             self._warn_unpriced(info.model)
         return priced
 
