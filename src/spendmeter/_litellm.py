@@ -110,7 +110,9 @@ def hidden_params(response: object) -> Mapping[str, Any] | None:
     """A response's hidden params: a dict on most responses, a pydantic ``HiddenParams`` (its
     fields and extras) on a text completion's."""
     hidden = private(response, "_hidden_params")
-    return hidden if type(hidden) is dict else fields(hidden)
+    if type(hidden) is dict or isinstance(hidden, Mapping):
+        return hidden
+    return fields(hidden)
 
 
 def provider_reported_cost(
