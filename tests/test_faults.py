@@ -515,9 +515,8 @@ async def test_an_error_in_the_callers_async_loop_ends_the_stream_once(
     assert_ended_once(telemetry, caplog)
 
 
-async def test_a_task_cancelled_while_streaming_ends_its_span_once(
-    telemetry: Telemetry, slow_stream: None, caplog: pytest.LogCaptureFixture
-) -> None:
+async def cancel_a_slow_stream_mid_way() -> None:
+    """Read a ``slowllm`` stream in a task, and cancel the task once a chunk has come."""
     received = asyncio.Event()
 
     async def consume() -> None:
@@ -530,6 +529,12 @@ async def test_a_task_cancelled_while_streaming_ends_its_span_once(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_task_cancelled_while_streaming_ends_its_span_once(
+    telemetry: Telemetry, slow_stream: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cancel_a_slow_stream_mid_way()
 
     span = assert_ended_once(telemetry, caplog)
     assert span.attributes[sc.ERROR_TYPE] == "CancelledError"
@@ -540,18 +545,7 @@ async def test_a_stream_cancelled_mid_way_is_counted_for_the_chunks_it_delivered
     instrument: Any, budget: BudgetSpanProcessor, slow_stream: None
 ) -> None:
     telemetry = instrument(pricing=CUT_SHORT_PRICES)
-    received = asyncio.Event()
-
-    async def consume() -> None:
-        stream = await litellm.acompletion(model="slowllm/slow", messages=MESSAGES, stream=True)
-        async for _chunk in stream:
-            received.set()
-
-    task = asyncio.create_task(consume())
-    await received.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_a_slow_stream_mid_way()
 
     _assert_counted_as_it_was_paid(telemetry, budget, chunks_came=True)
     assert telemetry.span().attributes[sc.ERROR_TYPE] == "CancelledError"
