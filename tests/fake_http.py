@@ -1,16 +1,20 @@
-"""A fake provider behind LiteLLM's own HTTP clients: OpenAI's Responses, audio and image
-endpoints, Cohere's rerank and Anthropic's messages, answered from memory on an
-``httpx.MockTransport``. It counts the requests that reach it, so a test can tell a call that
-was refused before it left the process from one that was sent.
+"""A fake provider behind LiteLLM's own HTTP clients: OpenAI's Responses, audio, image edit,
+variation and video endpoints, Cohere's rerank, Anthropic's messages, Mistral's OCR and Perplexity's
+search, answered from memory on an ``httpx.MockTransport``, or on a loopback server for a call
+that takes no client (OCR, which LiteLLM sends from its native core, and search). It counts the
+requests that reach it, so a test can tell a call that was refused before it left the process
+from one that was sent.
 
-Used for the call types LiteLLM cannot mock (transcription, speech, rerank) and for streams
-its mocks do not stream (Responses, messages).
+Used for the call types LiteLLM cannot mock (transcription, speech, rerank, image edits, videos,
+OCR, search) and for streams its mocks do not stream (Responses, messages).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -48,6 +52,39 @@ ANTHROPIC_MESSAGE = {
     "usage": {"input_tokens": 1000, "output_tokens": 200},
 }
 TRANSCRIPTION_SECONDS = 42.0
+IMAGE_EDIT = {
+    "created": 1,
+    "data": [{"b64_json": "aGVsbG8="}],
+    "usage": {
+        "input_tokens": 50,
+        "output_tokens": 1056,
+        "total_tokens": 1106,
+        "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
+    },
+}
+VIDEO = {
+    "id": "video_fake",
+    "object": "video",
+    "status": "queued",
+    "model": "sora-2",
+    "created_at": 1,
+    "seconds": "4",
+    "size": "720x1280",
+    "progress": 0,
+}
+SEARCH = {
+    "id": "search_fake",
+    "results": [{"title": "t", "url": "https://example.invalid", "snippet": "s", "date": "2026"}],
+}
+OCR_PAGES = 2
+OCR = {
+    "model": "mistral-ocr-latest",
+    "pages": [
+        {"index": i, "markdown": "hello", "images": [], "dimensions": None}
+        for i in range(OCR_PAGES)
+    ],
+    "usage_info": {"pages_processed": OCR_PAGES, "doc_size_bytes": 1234},
+}
 
 
 def _responses_stream() -> bytes:
@@ -73,6 +110,7 @@ def _responses_stream() -> bytes:
 @dataclass
 class FakeHTTPProvider:
     requests: list[str] = field(default_factory=list)
+    _server: _LoopbackServer | None = None
 
     def answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -100,6 +138,14 @@ class FakeHTTPProvider:
             )
         if path.endswith("/messages"):
             return httpx.Response(200, json=ANTHROPIC_MESSAGE)
+        if path.endswith(("/images/edits", "/images/variations")):
+            return httpx.Response(200, json=IMAGE_EDIT)
+        if path.endswith("/videos"):
+            return httpx.Response(200, json=VIDEO)
+        if path.endswith("/ocr"):
+            return httpx.Response(200, json=OCR)
+        if path.endswith("/search"):
+            return httpx.Response(200, json=SEARCH)
         return httpx.Response(404, json={"error": f"no fake for {path}"})
 
     async def aanswer(self, request: httpx.Request) -> httpx.Response:
@@ -124,8 +170,52 @@ class FakeHTTPProvider:
             api_key="sk-fake", http_client=httpx.AsyncClient(transport=transport)
         )
 
+    def url(self) -> str:
+        """The base URL of a loopback server that answers as :meth:`answer` does, for a call
+        that takes no client (OCR, search)."""
+        if self._server is None:
+            self._server = _LoopbackServer(self.answer)
+        return self._server.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
     def client(self, call_type: str, is_async: bool) -> Any:
         """The client argument a LiteLLM call of ``call_type`` sends its request through."""
         if call_type in ("transcription", "speech"):
             return self.async_openai() if is_async else self.openai()
         return self.async_http() if is_async else self.http()
+
+
+class _LoopbackServer:
+    """Serves ``answer`` on 127.0.0.1 at a free port from a background thread until ``stop()``."""
+
+    def __init__(self, answer: Any) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                request = httpx.Request(
+                    "POST", f"http://fake{self.path}", content=self.rfile.read(length)
+                )
+                response = answer(request)
+                self.send_response(response.status_code)
+                self.send_header("content-type", response.headers.get("content-type", ""))
+                self.send_header("content-length", str(len(response.content)))
+                self.end_headers()
+                self.wfile.write(response.content)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -67,12 +67,23 @@ def images() -> Iterator[FakeImageProvider]:
 
 
 @pytest.fixture
-def http() -> FakeHTTPProvider:
-    return FakeHTTPProvider()
+def http() -> Iterator[FakeHTTPProvider]:
+    provider = FakeHTTPProvider()
+    yield provider
+    provider.stop()
 
 
 def _audio() -> tuple[str, io.BytesIO, str]:
     return ("hello.wav", io.BytesIO(b"RIFFfake"), "audio/wav")
+
+
+def _png() -> io.BytesIO:
+    image = io.BytesIO(b"\x89PNGfake")
+    image.name = "cat.png"  # LiteLLM uploads a file object under its name
+    return image
+
+
+OCR_DOCUMENT = {"type": "document_url", "document_url": "https://example.invalid/a.pdf"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,90 @@ CASES = [
         "openai/gpt-4o-mini",
         lambda h: litellm.aresponses(
             model="openai/gpt-4o-mini", input="hi", api_key="sk-fake", client=h.async_http()
+        ),
+        is_async=True,
+    ),
+    Case(
+        "image_edit",
+        "image_edit",
+        "openai/gpt-image-1",
+        lambda h: litellm.image_edit(
+            image=_png(),
+            prompt="a hat",
+            model="openai/gpt-image-1",
+            api_key="sk-fake",
+            client=h.http(),
+        ),
+    ),
+    Case(
+        "aimage_edit",
+        "image_edit",
+        "openai/gpt-image-1",
+        lambda h: litellm.aimage_edit(
+            image=_png(),
+            prompt="a hat",
+            model="openai/gpt-image-1",
+            api_key="sk-fake",
+            client=h.async_http(),
+        ),
+        is_async=True,
+    ),
+    Case(
+        "video_generation",
+        "video_generation",
+        "openai/sora-2",
+        lambda h: litellm.video_generation(
+            prompt="a cat", model="openai/sora-2", seconds="4", api_key="sk-fake", client=h.http()
+        ),
+    ),
+    Case(
+        "avideo_generation",
+        "video_generation",
+        "openai/sora-2",
+        lambda h: litellm.avideo_generation(
+            prompt="a cat",
+            model="openai/sora-2",
+            seconds="4",
+            api_key="sk-fake",
+            client=h.async_http(),
+        ),
+        is_async=True,
+    ),
+    Case(
+        "ocr",
+        "ocr",
+        "mistral/mistral-ocr-latest",
+        # By position: LiteLLM's OCR takes *args and binds them itself.
+        lambda h: litellm.ocr(
+            "mistral/mistral-ocr-latest", OCR_DOCUMENT, api_base=f"{h.url()}/v1", api_key="fake"
+        ),
+    ),
+    Case(
+        "aocr",
+        "ocr",
+        "mistral/mistral-ocr-latest",
+        lambda h: litellm.aocr(
+            model="mistral/mistral-ocr-latest",
+            document=OCR_DOCUMENT,
+            api_base=f"{h.url()}/v1",
+            api_key="fake",
+        ),
+        is_async=True,
+    ),
+    Case(
+        "search",
+        "search",
+        "perplexity/search",  # a search names no model: LiteLLM prices the provider's search
+        lambda h: litellm.search(
+            query="news", search_provider="perplexity", api_base=h.url(), api_key="fake"
+        ),
+    ),
+    Case(
+        "asearch",
+        "search",
+        "perplexity/search",
+        lambda h: litellm.asearch(
+            query="news", search_provider="perplexity", api_base=h.url(), api_key="fake"
         ),
         is_async=True,
     ),
@@ -212,6 +307,99 @@ async def test_each_call_type_makes_one_span_priced_as_litellm_prices_it(
     assert duration.count == 1
     assert duration.attributes[sc.GEN_AI_OPERATION_NAME] == case.operation
     assert len(http.requests) == 1
+
+
+ROUTED: dict[str, tuple[str, Callable[[litellm.Router], Any]]] = {
+    "aimage_edit": (
+        "openai/gpt-image-1",
+        lambda r: r.aimage_edit(model="group", image=_png(), prompt="a hat"),
+    ),
+    "video_generation": (
+        "openai/sora-2",
+        lambda r: r.video_generation(model="group", prompt="a cat", seconds="4"),
+    ),
+    "avideo_generation": (
+        "openai/sora-2",
+        lambda r: r.avideo_generation(model="group", prompt="a cat", seconds="4"),
+    ),
+    "ocr": ("mistral/mistral-ocr-latest", lambda r: r.ocr(model="group", document=OCR_DOCUMENT)),
+    "aocr": ("mistral/mistral-ocr-latest", lambda r: r.aocr(model="group", document=OCR_DOCUMENT)),
+    "asearch": ("perplexity/search", lambda r: r.asearch(model="group", query="news")),
+}
+
+
+@pytest.mark.parametrize("endpoint", ROUTED)
+async def test_a_router_request_is_one_span_over_its_priced_attempt(
+    endpoint: str, telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    model, send = ROUTED[endpoint]
+    # The Router passes no client on to these endpoints: the deployment names the server.
+    deployment = {"model": model, "api_key": "fake", "api_base": f"{http.url()}/v1"}
+    # A search tool is named like a model group.
+    tool = {"search_provider": "perplexity", "api_key": "fake", "api_base": http.url()}
+    router = litellm.Router(
+        model_list=[{"model_name": "group", "litellm_params": deployment}],
+        search_tools=[{"search_tool_name": "group", "litellm_params": tool}],
+    )
+
+    response = send(router)
+    if asyncio.iscoroutine(response):
+        response = await response
+
+    cost = response._hidden_params["response_cost"]
+    assert cost > 0
+    spans = telemetry.spans()
+    [request] = [s for s in spans if s.parent is None]
+    [attempt] = [s for s in spans if s.parent is not None]
+    assert request.attributes[sc.SPENDMETER_REQUEST_COST] == pytest.approx(cost, rel=1e-9)
+    assert attempt.attributes[sc.SPENDMETER_ROUTER_MODEL_GROUP] == "group"
+    assert attempt.attributes[sc.GEN_AI_REQUEST_MODEL] == model
+    assert attempt.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(cost, rel=1e-9)
+    assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(cost, rel=1e-9)
+    assert len(http.requests) == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["image_variation", "aimage_variation"])
+async def test_an_image_variation_is_metered_as_unpriced_never_as_free(
+    is_async: bool, telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    # LiteLLM prices no variation: with prices in its map, it still answers 0.0.
+    litellm.register_model(
+        {
+            "fake-variations": {
+                "litellm_provider": "openai",
+                "mode": "image_generation",
+                "input_cost_per_token": 1e-5,
+                "output_cost_per_image": IMAGE_PRICE,
+            }
+        }
+    )
+    options = {"model": "openai/fake-variations", "api_base": f"{http.url()}/v1", "api_key": "k"}
+    if is_async:
+        response = await litellm.aimage_variation(image=_png(), **options)
+    else:
+        response = litellm.image_variation(image=_png(), **options)
+
+    assert response._hidden_params["response_cost"] == 0.0
+    span = telemetry.span()
+    assert span.name == "image_variation openai/fake-variations"
+    assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+    assert sc.GEN_AI_USAGE_COST not in span.attributes
+    assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 1
+    assert len(http.requests) == 1
+
+
+async def test_an_exceeded_budget_refuses_an_image_variation_before_it_is_sent(
+    telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    exceeded_budget(telemetry)
+
+    with pytest.raises(BudgetExceededError):
+        await litellm.aimage_variation(
+            image=_png(), model="openai/dall-e-2", api_base=f"{http.url()}/v1", api_key="k"
+        )
+
+    assert http.requests == []
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["image_generation", "aimage_generation"])

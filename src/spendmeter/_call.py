@@ -122,6 +122,8 @@ class ModelInfo:
 
 _OUTPUT_TYPES = {
     sc.OPERATION_IMAGE_GENERATION: sc.OUTPUT_TYPE_IMAGE,
+    sc.OPERATION_IMAGE_EDIT: sc.OUTPUT_TYPE_IMAGE,
+    sc.OPERATION_IMAGE_VARIATION: sc.OUTPUT_TYPE_IMAGE,
     sc.OPERATION_SPEECH: sc.OUTPUT_TYPE_SPEECH,
 }
 
@@ -165,6 +167,8 @@ class Telemetry:
     def model_info(self, operation: str, params: Mapping[str, Any]) -> ModelInfo:
         model = params.get("model")
         custom_provider = params.get("custom_llm_provider")
+        if model is None and operation == sc.OPERATION_SEARCH:
+            model, custom_provider = _search_model(params)
         api_base = params.get("api_base")
         key = (operation, model, custom_provider, api_base)
         info = self._models.get(key)
@@ -278,6 +282,15 @@ class Telemetry:
         call.parent = parent
         call.request = request
         return call
+
+
+def _search_model(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """A web search names its provider, not a model: LiteLLM prices it as the provider's
+    ``{provider}/search``."""
+    provider = params.get("search_provider")
+    if not isinstance(provider, str) or not provider:
+        return None, None
+    return f"{provider}/search", provider
 
 
 def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:

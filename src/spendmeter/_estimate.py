@@ -26,17 +26,28 @@ from spendmeter.pricing import Pricer, base_model_of
 
 # A search unit covers one query over up to this many documents (Cohere's and LiteLLM's rule).
 _DOCUMENTS_PER_SEARCH_UNIT = 100
+# Priced by what comes back (seconds of audio or video, characters, pages, a search provider's
+# own rates): no bound up front.
+_PRICED_BY_WHAT_COMES_BACK = frozenset(
+    {
+        sc.OPERATION_TRANSCRIPTION,
+        sc.OPERATION_SPEECH,
+        sc.OPERATION_VIDEO_GENERATION,
+        sc.OPERATION_OCR,
+        sc.OPERATION_SEARCH,
+    }
+)
 
 
 def worst_case_cost(
     pricer: Pricer, model: str, provider: str, operation: str, params: Mapping[str, Any]
 ) -> float | None:
-    if operation == sc.OPERATION_IMAGE_GENERATION:
+    if operation in (sc.OPERATION_IMAGE_GENERATION, sc.OPERATION_IMAGE_EDIT):
         return _litellm.image_cost(base_model_of(params) or model, provider, params)
     if operation == sc.OPERATION_RERANK:
         return _rerank_worst_case(base_model_of(params) or model, provider, params)
-    if operation in (sc.OPERATION_TRANSCRIPTION, sc.OPERATION_SPEECH):
-        return None  # priced by what comes back (seconds, characters): no bound up front
+    if operation in _PRICED_BY_WHAT_COMES_BACK or operation == sc.OPERATION_IMAGE_VARIATION:
+        return None  # an image variation is one LiteLLM prices not at all
     override = pricer.overrides.resolve(model, provider)
     if override is not None and override.per_second is not None:
         return None

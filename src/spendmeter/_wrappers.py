@@ -37,10 +37,12 @@ _ASYNC_HANDOFF_FLAGS = (
     "aembedding",
     "atext_completion",
     "aimg_generation",
+    "async_call",  # image edits, videos
     "atranscription",
     "aspeech",
     "arerank",
     "aresponses",
+    "asearch",
     "is_async",
 )
 # LiteLLM modules that only pass a call on to its implementation: a call they pass on is made

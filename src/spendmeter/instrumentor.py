@@ -47,10 +47,15 @@ class Target:
     call_type: str  # LiteLLM's call type, e.g. "acompletion"
     operation: str  # gen_ai.operation.name
     places: tuple[tuple[str, str], ...]
+    # The leading parameters of a function that takes only ``*args, **kwargs`` and passes them
+    # on (LiteLLM's OCR dispatch, aimage_variation), so that a model passed by position is read.
+    positional: tuple[str, ...] = ()
 
 
-def _target(call_type: str, operation: str, *places: str) -> Target:
-    return Target(call_type, operation, tuple(_place(place) for place in places))
+def _target(
+    call_type: str, operation: str, *places: str, positional: tuple[str, ...] = ()
+) -> Target:
+    return Target(call_type, operation, tuple(_place(place) for place in places), positional)
 
 
 def _place(place: str) -> tuple[str, str]:
@@ -93,6 +98,49 @@ _TARGETS: tuple[Target, ...] = (
     _target(
         "aimage_generation", sc.OPERATION_IMAGE_GENERATION,
         "litellm.images.main.aimage_generation", "litellm.aimage_generation",
+    ),
+    _target(
+        "image_edit", sc.OPERATION_IMAGE_EDIT,
+        "litellm.images.main.image_edit", "litellm.image_edit",
+    ),
+    _target(
+        "aimage_edit", sc.OPERATION_IMAGE_EDIT,
+        "litellm.images.main.aimage_edit", "litellm.aimage_edit",
+    ),
+    _target(
+        "image_variation", sc.OPERATION_IMAGE_VARIATION,
+        "litellm.images.main.image_variation", "litellm.image_variation",
+    ),
+    _target(
+        "aimage_variation", sc.OPERATION_IMAGE_VARIATION,
+        "litellm.images.main.aimage_variation", "litellm.aimage_variation",
+        positional=("image", "model"),
+    ),
+    # The Router reaches these through their packages (`litellm.videos`, `litellm.ocr`).
+    _target(
+        "video_generation", sc.OPERATION_VIDEO_GENERATION, "litellm.videos.main.video_generation",
+        "litellm.videos.video_generation", "litellm.video_generation",
+    ),
+    _target(
+        "avideo_generation", sc.OPERATION_VIDEO_GENERATION,
+        "litellm.videos.main.avideo_generation", "litellm.videos.avideo_generation",
+        "litellm.avideo_generation",
+    ),
+    _target(
+        "ocr", sc.OPERATION_OCR, "litellm.ocr.dispatch.ocr", "litellm.ocr.ocr", "litellm.ocr",
+        positional=("model", "document"),
+    ),
+    _target(
+        "aocr", sc.OPERATION_OCR, "litellm.ocr.dispatch.aocr", "litellm.ocr.aocr", "litellm.aocr",
+        positional=("model", "document"),
+    ),
+    _target(
+        "search", sc.OPERATION_SEARCH,
+        "litellm.search.main.search", "litellm.search.search", "litellm.search",
+    ),
+    _target(
+        "asearch", sc.OPERATION_SEARCH,
+        "litellm.search.main.asearch", "litellm.search.asearch", "litellm.asearch",
     ),
     _target(
         "transcription", sc.OPERATION_TRANSCRIPTION,
@@ -154,6 +202,11 @@ _ROUTER_METHODS: dict[str, str] = {
     "responses": _CHAT, "aresponses": _CHAT,
     "image_generation": sc.OPERATION_IMAGE_GENERATION,
     "aimage_generation": sc.OPERATION_IMAGE_GENERATION,
+    "aimage_edit": sc.OPERATION_IMAGE_EDIT,
+    "video_generation": sc.OPERATION_VIDEO_GENERATION,
+    "avideo_generation": sc.OPERATION_VIDEO_GENERATION,
+    "ocr": sc.OPERATION_OCR, "aocr": sc.OPERATION_OCR,
+    "asearch": sc.OPERATION_SEARCH,  # over the Router's search tools; its `search` uses none
     "atranscription": sc.OPERATION_TRANSCRIPTION,
     "aspeech": sc.OPERATION_SPEECH,
     "arerank": sc.OPERATION_RERANK,
@@ -371,7 +424,7 @@ def _operation(target: Target, original: Any) -> Operation:
     return Operation(
         call_type=target.call_type,
         name=target.operation,
-        positional=_positional_names(original),
+        positional=_positional_names(original) or target.positional,
         is_async=inspect.iscoroutinefunction(original),
     )
 

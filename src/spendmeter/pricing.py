@@ -46,6 +46,9 @@ logger = logging.getLogger("spendmeter")
 _SAME = 1e-9
 # Below this share of the total, what the parts leave over is rounding, not a charge.
 _ROUNDING = 1e-12
+# Call types LiteLLM prices at 0.0 whatever its map holds (image_variation is none of the image
+# call types its calculator knows): a 0.0 for them is no price.
+_UNPRICED_BY_LITELLM = frozenset({"image_variation", "aimage_variation"})
 
 
 class Priced(NamedTuple):  # a tuple: made on every call, and cheap to make
@@ -151,6 +154,8 @@ class Pricer:
         hidden: Mapping[str, Any] | None,
         stream: Any,
     ) -> Priced:
+        if call_type in _UNPRICED_BY_LITELLM:
+            return UNPRICED
         total = None if hidden is None else amount(hidden.get("response_cost"))
         if total is not None:  # LiteLLM's own figure, and the split it made of it
             split = self._split(hidden, stream)
