@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -110,7 +111,7 @@ def _responses_stream() -> bytes:
 @dataclass
 class FakeHTTPProvider:
     requests: list[str] = field(default_factory=list)
-    _server: _LoopbackServer | None = None
+    _server: LoopbackServer | None = None
 
     def answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -174,7 +175,7 @@ class FakeHTTPProvider:
         """The base URL of a loopback server that answers as :meth:`answer` does, for a call
         that takes no client (OCR, search)."""
         if self._server is None:
-            self._server = _LoopbackServer(self.answer)
+            self._server = LoopbackServer(_answering(self.answer))
         return self._server.url
 
     def stop(self) -> None:
@@ -189,27 +190,11 @@ class FakeHTTPProvider:
         return self.async_http() if is_async else self.http()
 
 
-class _LoopbackServer:
-    """Serves ``answer`` on 127.0.0.1 at a free port from a background thread until ``stop()``."""
+class LoopbackServer:
+    """Serves ``handler`` on 127.0.0.1 at a free port from a background thread until ``stop()``."""
 
-    def __init__(self, answer: Any) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                request = httpx.Request(
-                    "POST", f"http://fake{self.path}", content=self.rfile.read(length)
-                )
-                response = answer(request)
-                self.send_response(response.status_code)
-                self.send_header("content-type", response.headers.get("content-type", ""))
-                self.send_header("content-length", str(len(response.content)))
-                self.end_headers()
-                self.wfile.write(response.content)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -219,3 +204,25 @@ class _LoopbackServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def _answering(answer: Callable[[httpx.Request], httpx.Response]) -> type[BaseHTTPRequestHandler]:
+    """A request handler that answers each POST as ``answer`` answers it on a mock transport."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: pytest shows failures
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            request = httpx.Request(
+                "POST", f"http://fake{self.path}", content=self.rfile.read(length)
+            )
+            response = answer(request)
+            self.send_response(response.status_code)
+            self.send_header("content-type", response.headers.get("content-type", ""))
+            self.send_header("content-length", str(len(response.content)))
+            self.end_headers()
+            self.wfile.write(response.content)
+
+    return Handler

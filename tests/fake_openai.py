@@ -9,10 +9,11 @@ instrumentation of those clients sees the call exactly as in production.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fake_http import LoopbackServer
 
 MODEL = "gpt-4o-mini"
 EMBEDDING_MODEL = "text-embedding-3-small"
@@ -90,20 +91,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"data: [DONE]\n\n")
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(LoopbackServer):
     """Serves on 127.0.0.1 at a free port from a background thread until ``stop()``."""
 
     def __init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(_Handler)
 
     def litellm_kwargs(self, provider: str, model: str) -> dict[str, Any]:
         """What a LiteLLM call names to reach this server as ``provider`` (openai or azure)."""
