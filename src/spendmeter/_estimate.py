@@ -26,15 +26,16 @@ from spendmeter.pricing import Pricer, base_model_of
 
 # A search unit covers one query over up to this many documents (Cohere's and LiteLLM's rule).
 _DOCUMENTS_PER_SEARCH_UNIT = 100
-# Priced by what comes back (seconds of audio or video, characters, pages, a search provider's
-# own rates): no bound up front.
-_PRICED_BY_WHAT_COMES_BACK = frozenset(
+# No bound up front: priced by what comes back (seconds of audio or video, characters, pages,
+# a search provider's own rates), or not priced by LiteLLM at all (image variations).
+_NO_BOUND_UP_FRONT = frozenset(
     {
         sc.OPERATION_TRANSCRIPTION,
         sc.OPERATION_SPEECH,
         sc.OPERATION_VIDEO_GENERATION,
         sc.OPERATION_OCR,
         sc.OPERATION_SEARCH,
+        sc.OPERATION_IMAGE_VARIATION,
     }
 )
 
@@ -46,8 +47,8 @@ def worst_case_cost(
         return _litellm.image_cost(base_model_of(params) or model, provider, params)
     if operation == sc.OPERATION_RERANK:
         return _rerank_worst_case(base_model_of(params) or model, provider, params)
-    if operation in _PRICED_BY_WHAT_COMES_BACK or operation == sc.OPERATION_IMAGE_VARIATION:
-        return None  # an image variation is one LiteLLM prices not at all
+    if operation in _NO_BOUND_UP_FRONT:
+        return None
     override = pricer.overrides.resolve(model, provider)
     if override is not None and override.per_second is not None:
         return None
