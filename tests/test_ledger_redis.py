@@ -134,7 +134,11 @@ async def test_a_burst_of_async_calls_past_the_pool_size_keeps_the_cap(
     # the full pool for Redis being down would let the burst past the cap ("open") or refuse
     # calls that fit ("closed").
     tasks = 300
-    processor = shared(budget, raise_on_budget=True, reserve=True, on_ledger_error=policy)
+    # Waiting for a connection counts against ``ledger_timeout``; a generous one keeps a loaded
+    # machine's slow hand-offs from reading as an outage.
+    processor = shared(
+        budget, raise_on_budget=True, reserve=True, on_ledger_error=policy, ledger_timeout=10.0
+    )
     paid: list[float] = []
 
     async def spend() -> None:
