@@ -141,7 +141,7 @@ class FakeHTTPProvider:
             return httpx.Response(200, json=ANTHROPIC_MESSAGE)
         if path.endswith(("/images/edits", "/images/variations")):
             return httpx.Response(200, json=IMAGE_EDIT)
-        if path.endswith("/videos"):
+        if path.endswith(("/videos", "/remix", "/videos/edits", "/videos/extensions")):
             return httpx.Response(200, json=VIDEO)
         if path.endswith("/ocr"):
             return httpx.Response(200, json=OCR)

@@ -18,6 +18,7 @@ import litellm
 import pytest
 from litellm import CustomLLM, ImageResponse
 from litellm.types.utils import ImageObject
+from litellm.types.videos.utils import encode_video_id_with_provider
 from opentelemetry.trace import SpanKind, StatusCode
 
 from spendmeter import BudgetExceededError, BudgetSpanProcessor
@@ -84,6 +85,9 @@ def _png() -> io.BytesIO:
 
 
 OCR_DOCUMENT = {"type": "document_url", "document_url": "https://example.invalid/a.pdf"}
+# A call on a video names the video, not a model: LiteLLM writes provider and model into the ids
+# of the videos it makes (OpenAI's own ids, like "video_fake", carry neither).
+SORA_VIDEO = encode_video_id_with_provider("video_fake", "openai", "sora-2")
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,23 @@ CASES = [
             seconds="4",
             api_key="sk-fake",
             client=h.async_http(),
+        ),
+        is_async=True,
+    ),
+    Case(
+        "video_remix",
+        "video_remix",
+        "sora-2",
+        lambda h: litellm.video_remix(
+            video_id=SORA_VIDEO, prompt="a hat", api_key="sk-fake", client=h.http()
+        ),
+    ),
+    Case(
+        "avideo_remix",
+        "video_remix",
+        "sora-2",
+        lambda h: litellm.avideo_remix(
+            video_id=SORA_VIDEO, prompt="a hat", api_key="sk-fake", client=h.async_http()
         ),
         is_async=True,
     ),
@@ -270,6 +291,49 @@ CASES = [
     ),
 ]
 
+# Paid, but LiteLLM answers 0.0 for them: their responses carry no duration to price.
+PRICED_VIDEO = encode_video_id_with_provider("video_fake", "openai", "fake-video")
+UNPRICED_CASES = [
+    Case(
+        "video_edit",
+        "video_edit",
+        "fake-video",
+        lambda h: litellm.video_edit(
+            video_id=PRICED_VIDEO, prompt="a hat", api_key="sk-fake", client=h.http()
+        ),
+    ),
+    Case(
+        "avideo_edit",
+        "video_edit",
+        "fake-video",
+        lambda h: litellm.avideo_edit(
+            video_id=PRICED_VIDEO, prompt="a hat", api_key="sk-fake", client=h.async_http()
+        ),
+        is_async=True,
+    ),
+    Case(
+        "video_extension",
+        "video_extension",
+        "fake-video",
+        lambda h: litellm.video_extension(
+            video_id=PRICED_VIDEO, prompt="on", seconds="4", api_key="sk-fake", client=h.http()
+        ),
+    ),
+    Case(
+        "avideo_extension",
+        "video_extension",
+        "fake-video",
+        lambda h: litellm.avideo_extension(
+            video_id=PRICED_VIDEO,
+            prompt="on",
+            seconds="4",
+            api_key="sk-fake",
+            client=h.async_http(),
+        ),
+        is_async=True,
+    ),
+]
+
 
 async def run(case: Case, http: FakeHTTPProvider) -> Any:
     result = case.call(http)
@@ -309,6 +373,55 @@ async def test_each_call_type_makes_one_span_priced_as_litellm_prices_it(
     assert len(http.requests) == 1
 
 
+@pytest.mark.parametrize("case", UNPRICED_CASES, ids=str)
+async def test_a_video_edit_or_extension_is_metered_as_unpriced_never_as_free(
+    case: Case, telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    # A per-second price, which LiteLLM's own test of a map entry counts as one: by that test
+    # alone, LiteLLM's 0.0 would read as a free call.
+    litellm.register_model(
+        {
+            "fake-video": {
+                "litellm_provider": "openai",
+                "mode": "video_generation",
+                "output_cost_per_second": 0.1,
+            }
+        }
+    )
+    response = await run(case, http)
+
+    assert response._hidden_params["response_cost"] == 0.0
+    span = telemetry.span()
+    assert span.name == f"{case.operation} fake-video"
+    assert span.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
+    assert span.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+    assert sc.GEN_AI_USAGE_COST not in span.attributes
+    assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 1
+    assert telemetry.points(sc.METRIC_COST) == []
+    assert len(http.requests) == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["video_remix", "avideo_remix"])
+async def test_a_remix_of_a_video_whose_id_names_no_model_is_priced_as_the_model_that_made_it(
+    is_async: bool, telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    options = {"video_id": "video_fake", "prompt": "a hat", "api_key": "sk-fake"}
+    if is_async:
+        response = await litellm.avideo_remix(**options, client=http.async_http())
+    else:
+        response = litellm.video_remix(**options, client=http.http())
+
+    cost = response._hidden_params["response_cost"]
+    assert cost > 0
+    span = telemetry.span()
+    assert span.name == "video_remix unknown"  # the request named none
+    assert span.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"  # LiteLLM's default for videos
+    assert span.attributes[sc.GEN_AI_RESPONSE_MODEL] == "sora-2"
+    assert span.attributes[sc.SPENDMETER_PRICING_MODEL] == "sora-2"
+    assert span.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(cost, rel=1e-9)
+    assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(cost, rel=1e-9)
+
+
 ROUTED: dict[str, tuple[str, Callable[[litellm.Router], Any]]] = {
     "aimage_edit": (
         "openai/gpt-image-1",
@@ -321,6 +434,14 @@ ROUTED: dict[str, tuple[str, Callable[[litellm.Router], Any]]] = {
     "avideo_generation": (
         "openai/sora-2",
         lambda r: r.avideo_generation(model="group", prompt="a cat", seconds="4"),
+    ),
+    "video_remix": (
+        "openai/sora-2",
+        lambda r: r.video_remix(model="group", video_id=SORA_VIDEO, prompt="a hat"),
+    ),
+    "avideo_remix": (
+        "openai/sora-2",
+        lambda r: r.avideo_remix(model="group", video_id=SORA_VIDEO, prompt="a hat"),
     ),
     "ocr": ("mistral/mistral-ocr-latest", lambda r: r.ocr(model="group", document=OCR_DOCUMENT)),
     "aocr": ("mistral/mistral-ocr-latest", lambda r: r.aocr(model="group", document=OCR_DOCUMENT)),
@@ -356,6 +477,30 @@ async def test_a_router_request_is_one_span_over_its_priced_attempt(
     assert attempt.attributes[sc.GEN_AI_REQUEST_MODEL] == model
     assert attempt.attributes[sc.GEN_AI_USAGE_COST] == pytest.approx(cost, rel=1e-9)
     assert telemetry.metric_sum(sc.METRIC_COST) == pytest.approx(cost, rel=1e-9)
+    assert len(http.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "options"),
+    [("avideo_edit", {}), ("avideo_extension", {"seconds": "4"})],
+    ids=["avideo_edit", "avideo_extension"],
+)
+async def test_a_router_request_for_a_video_edit_or_extension_is_one_unpriced_attempt(
+    endpoint: str, options: dict[str, str], telemetry: Telemetry, http: FakeHTTPProvider
+) -> None:
+    deployment = {"model": "openai/sora-2", "api_key": "fake", "api_base": f"{http.url()}/v1"}
+    router = litellm.Router(model_list=[{"model_name": "group", "litellm_params": deployment}])
+
+    await getattr(router, endpoint)(model="group", video_id=SORA_VIDEO, prompt="on", **options)
+
+    spans = telemetry.spans()
+    [request] = [s for s in spans if s.parent is None]
+    [attempt] = [s for s in spans if s.parent is not None]
+    assert request.name == f"{attempt.attributes[sc.GEN_AI_OPERATION_NAME]} group"
+    assert attempt.attributes[sc.GEN_AI_REQUEST_MODEL] == "openai/sora-2"
+    assert attempt.attributes[sc.SPENDMETER_PRICING_STATUS] == sc.PRICING_UNPRICED
+    assert sc.SPENDMETER_REQUEST_COST not in request.attributes
+    assert telemetry.metric_sum(sc.METRIC_UNPRICED_CALLS) == 1
     assert len(http.requests) == 1
 
 
@@ -481,7 +626,7 @@ async def test_an_async_streamed_responses_call_broken_out_of_ends_its_span_once
     assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case", CASES + UNPRICED_CASES, ids=str)
 async def test_an_exceeded_budget_refuses_each_call_type_before_it_is_sent(
     case: Case, telemetry: Telemetry, http: FakeHTTPProvider
 ) -> None:

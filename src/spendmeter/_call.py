@@ -169,6 +169,8 @@ class Telemetry:
         custom_provider = params.get("custom_llm_provider")
         if model is None and operation == sc.OPERATION_SEARCH:
             model, custom_provider = _search_model(params)
+        elif model is None and operation in _ON_A_VIDEO:
+            model, custom_provider = _video_model(params, custom_provider)
         api_base = params.get("api_base")
         key = (operation, model, custom_provider, api_base)
         info = self._models.get(key)
@@ -291,6 +293,23 @@ def _search_model(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if not isinstance(provider, str) or not provider:
         return None, None
     return f"{provider}/search", provider
+
+
+_ON_A_VIDEO = frozenset(
+    {sc.OPERATION_VIDEO_REMIX, sc.OPERATION_VIDEO_EDIT, sc.OPERATION_VIDEO_EXTENSION}
+)
+
+
+def _video_model(params: Mapping[str, Any], custom_provider: Any) -> tuple[Any, Any]:
+    """A call on a video names the video, not a model: the model and provider LiteLLM wrote
+    into the video's id when it made it (OpenAI's own ids carry neither), and LiteLLM's default
+    provider for them, OpenAI."""
+    from litellm.types.videos.utils import decode_video_id_with_provider
+
+    video_id = params.get("video_id")
+    decoded = decode_video_id_with_provider(video_id) if isinstance(video_id, str) else {}
+    provider = custom_provider or decoded.get("custom_llm_provider") or "openai"
+    return decoded.get("model_id") or None, provider
 
 
 def _litellm_provider(model: str, custom_provider: Any, api_base: Any) -> str:

@@ -27,12 +27,16 @@ from spendmeter.pricing import Pricer, base_model_of
 # A search unit covers one query over up to this many documents (Cohere's and LiteLLM's rule).
 _DOCUMENTS_PER_SEARCH_UNIT = 100
 # No bound up front: priced by what comes back (seconds of audio or video, characters, pages,
-# a search provider's own rates), or not priced by LiteLLM at all (image variations).
+# a search provider's own rates), or not priced by LiteLLM at all (image variations, video
+# edits and extensions).
 _NO_BOUND_UP_FRONT = frozenset(
     {
         sc.OPERATION_TRANSCRIPTION,
         sc.OPERATION_SPEECH,
         sc.OPERATION_VIDEO_GENERATION,
+        sc.OPERATION_VIDEO_REMIX,
+        sc.OPERATION_VIDEO_EDIT,
+        sc.OPERATION_VIDEO_EXTENSION,
         sc.OPERATION_OCR,
         sc.OPERATION_SEARCH,
         sc.OPERATION_IMAGE_VARIATION,

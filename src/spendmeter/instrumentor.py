@@ -126,6 +126,18 @@ _TARGETS: tuple[Target, ...] = (
         "litellm.videos.main.avideo_generation", "litellm.videos.avideo_generation",
         "litellm.avideo_generation",
     ),
+    *(
+        _target(
+            call_type, operation, f"litellm.videos.main.{call_type}",
+            f"litellm.videos.{call_type}", f"litellm.{call_type}",
+        )
+        for name, operation in (
+            ("video_remix", sc.OPERATION_VIDEO_REMIX),
+            ("video_edit", sc.OPERATION_VIDEO_EDIT),
+            ("video_extension", sc.OPERATION_VIDEO_EXTENSION),
+        )
+        for call_type in (name, f"a{name}")
+    ),
     _target(
         "ocr", sc.OPERATION_OCR, "litellm.ocr.dispatch.ocr", "litellm.ocr.ocr", "litellm.ocr",
         positional=("model", "document"),
@@ -205,6 +217,9 @@ _ROUTER_METHODS: dict[str, str] = {
     "aimage_edit": sc.OPERATION_IMAGE_EDIT,
     "video_generation": sc.OPERATION_VIDEO_GENERATION,
     "avideo_generation": sc.OPERATION_VIDEO_GENERATION,
+    "video_remix": sc.OPERATION_VIDEO_REMIX, "avideo_remix": sc.OPERATION_VIDEO_REMIX,
+    # Its sync video_edit and video_extension return None and send nothing.
+    "avideo_edit": sc.OPERATION_VIDEO_EDIT, "avideo_extension": sc.OPERATION_VIDEO_EXTENSION,
     "ocr": sc.OPERATION_OCR, "aocr": sc.OPERATION_OCR,
     "asearch": sc.OPERATION_SEARCH,  # over the Router's search tools; its `search` uses none
     "atranscription": sc.OPERATION_TRANSCRIPTION,

@@ -46,9 +46,16 @@ logger = logging.getLogger("spendmeter")
 _SAME = 1e-9
 # Below this share of the total, what the parts leave over is rounding, not a charge.
 _ROUNDING = 1e-12
-# Call types LiteLLM prices at 0.0 whatever its map holds (image_variation is none of the image
-# call types its calculator knows): a 0.0 for them is no price.
-_UNPRICED_BY_LITELLM = frozenset({"image_variation", "aimage_variation"})
+# Call types LiteLLM answers 0.0 for whatever its map holds: image_variation is none of the
+# image call types its calculator knows, and a video edit's or extension's response carries no
+# duration to price. A 0.0 for them is no price.
+_ZERO_IS_NO_PRICE = frozenset(
+    {
+        "image_variation", "aimage_variation",
+        "video_edit", "avideo_edit",
+        "video_extension", "avideo_extension",
+    }
+)  # fmt: skip
 
 
 class Priced(NamedTuple):  # a tuple: made on every call, and cheap to make
@@ -154,8 +161,6 @@ class Pricer:
         hidden: Mapping[str, Any] | None,
         stream: Any,
     ) -> Priced:
-        if call_type in _UNPRICED_BY_LITELLM:
-            return UNPRICED
         total = None if hidden is None else amount(hidden.get("response_cost"))
         if total is not None:  # LiteLLM's own figure, and the split it made of it
             split = self._split(hidden, stream)
@@ -166,7 +171,9 @@ class Pricer:
                 return UNPRICED
             total, split = priced
         priced_model = _priced_model(model, provider, kwargs, response)
-        if total == 0 and not _prices_anything((priced_model, model), provider):
+        if total == 0 and (
+            call_type in _ZERO_IS_NO_PRICE or not _prices_anything((priced_model, model), provider)
+        ):
             return UNPRICED
         return Priced(
             sc.PRICING_PRICED, total, parts(total, split), sc.SOURCE_LITELLM, priced_model
