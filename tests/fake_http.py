@@ -1,12 +1,13 @@
 """A fake provider behind LiteLLM's own HTTP clients: OpenAI's Responses, audio, image edit,
-variation and video endpoints, Cohere's rerank, Anthropic's messages, Mistral's OCR and Perplexity's
-search, answered from memory on an ``httpx.MockTransport``, or on a loopback server for a call
-that takes no client (OCR, which LiteLLM sends from its native core, and search). It counts the
+variation and video endpoints, Cohere's rerank, Anthropic's messages, Mistral's OCR, Perplexity's
+search, Fireworks' decisions and Cloudflare's extraction, answered from memory on an
+``httpx.MockTransport``, or on a loopback server for a call that takes no client (OCR, which
+LiteLLM sends from its native core, search, decisions and extraction). It counts the
 requests that reach it, so a test can tell a call that was refused before it left the process
 from one that was sent.
 
 Used for the call types LiteLLM cannot mock (transcription, speech, rerank, image edits, videos,
-OCR, search) and for streams its mocks do not stream (Responses, messages).
+OCR, search, decisions, extraction) and for streams its mocks do not stream (Responses, messages).
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ VIDEO = {
 SEARCH = {
     "id": "search_fake",
     "results": [{"title": "t", "url": "https://example.invalid", "snippet": "s", "date": "2026"}],
+}
+DECISION = {  # System One's format, which LiteLLM also turns into OpenAI's decision format
+    "model": "rune",
+    "answers": {"safe": {"type": "noul", "noul": 0.7}},
+    "usage": {"input_tokens": 1000, "output_tokens": 0},
+}
+EXTRACTION = {
+    "model": "clairic",
+    "answers": {"amount": {"type": "number", "value": 12}},
+    "truncated": False,
+    "usage": {"input_tokens": 1000, "output_tokens": 0},
 }
 OCR_PAGES = 2
 OCR = {
@@ -147,6 +159,10 @@ class FakeHTTPProvider:
             return httpx.Response(200, json=OCR)
         if path.endswith("/search"):
             return httpx.Response(200, json=SEARCH)
+        if path.endswith("/systemone"):
+            return httpx.Response(200, json=DECISION)
+        if "/ai/run/" in path:  # Cloudflare Workers AI runs the model named in the path
+            return httpx.Response(200, json=EXTRACTION)
         return httpx.Response(404, json={"error": f"no fake for {path}"})
 
     async def aanswer(self, request: httpx.Request) -> httpx.Response:
@@ -173,7 +189,7 @@ class FakeHTTPProvider:
 
     def url(self) -> str:
         """The base URL of a loopback server that answers as :meth:`answer` does, for a call
-        that takes no client (OCR, search)."""
+        that takes no client (OCR, search, decisions, extraction)."""
         if self._server is None:
             self._server = LoopbackServer(_answering(self.answer))
         return self._server.url

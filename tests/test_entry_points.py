@@ -85,6 +85,11 @@ def _png() -> io.BytesIO:
 
 
 OCR_DOCUMENT = {"type": "document_url", "document_url": "https://example.invalid/a.pdf"}
+DECIDER = "fireworks_ai/accounts/fireworks/models/rune"
+QUESTIONS = [{"name": "safe", "type": "predicate", "instructions": "Is it safe?"}]
+SYSTEMONE_QUESTIONS = {"safe": {"type": "noul", "instructions": "Is it safe?"}}
+EXTRACTOR = "cloudflare/clairic"
+FIELDS = {"amount": {"type": "number"}}
 # A call on a video names the video, not a model: LiteLLM writes provider and model into the ids
 # of the videos it makes (OpenAI's own ids, like "video_fake", carry neither).
 SORA_VIDEO = encode_video_id_with_provider("video_fake", "openai", "sora-2")
@@ -203,6 +208,65 @@ CASES = [
             document=OCR_DOCUMENT,
             api_base=f"{h.url()}/v1",
             api_key="fake",
+        ),
+        is_async=True,
+    ),
+    Case(
+        "decisions",
+        "decisions",
+        DECIDER,
+        lambda h: litellm.decisions(
+            model=DECIDER, input="hi", questions=QUESTIONS, api_base=f"{h.url()}/v1", api_key="k"
+        ),
+    ),
+    Case(
+        "adecisions",
+        "decisions",
+        DECIDER,
+        lambda h: litellm.adecisions(
+            model=DECIDER, input="hi", questions=QUESTIONS, api_base=f"{h.url()}/v1", api_key="k"
+        ),
+        is_async=True,
+    ),
+    Case(
+        "systemone",
+        "systemone",
+        DECIDER,
+        lambda h: litellm.systemone(
+            model=DECIDER,
+            state={"text": "hi"},
+            questions=SYSTEMONE_QUESTIONS,
+            api_base=f"{h.url()}/v1",
+            api_key="k",
+        ),
+    ),
+    Case(
+        "asystemone",
+        "systemone",
+        DECIDER,
+        lambda h: litellm.asystemone(
+            model=DECIDER,
+            state={"text": "hi"},
+            questions=SYSTEMONE_QUESTIONS,
+            api_base=f"{h.url()}/v1",
+            api_key="k",
+        ),
+        is_async=True,
+    ),
+    Case(
+        "extraction",
+        "extraction",
+        EXTRACTOR,
+        lambda h: litellm.extraction(
+            model=EXTRACTOR, state="I paid $12", fields=FIELDS, api_base=h.url(), api_key="k"
+        ),
+    ),
+    Case(
+        "aextraction",
+        "extraction",
+        EXTRACTOR,
+        lambda h: litellm.aextraction(
+            model=EXTRACTOR, state="I paid $12", fields=FIELDS, api_base=h.url(), api_key="k"
         ),
         is_async=True,
     ),
@@ -446,6 +510,18 @@ ROUTED: dict[str, tuple[str, Callable[[litellm.Router], Any]]] = {
     "ocr": ("mistral/mistral-ocr-latest", lambda r: r.ocr(model="group", document=OCR_DOCUMENT)),
     "aocr": ("mistral/mistral-ocr-latest", lambda r: r.aocr(model="group", document=OCR_DOCUMENT)),
     "asearch": ("perplexity/search", lambda r: r.asearch(model="group", query="news")),
+    "decisions": (DECIDER, lambda r: r.decisions(model="group", input="hi", questions=QUESTIONS)),
+    "adecisions": (DECIDER, lambda r: r.adecisions(model="group", input="hi", questions=QUESTIONS)),
+    "systemone": (
+        DECIDER,
+        lambda r: r.systemone(model="group", state={"text": "hi"}, questions=SYSTEMONE_QUESTIONS),
+    ),
+    "asystemone": (
+        DECIDER,
+        lambda r: r.asystemone(model="group", state={"text": "hi"}, questions=SYSTEMONE_QUESTIONS),
+    ),
+    "extraction": (EXTRACTOR, lambda r: r.extraction(model="group", state="$12", fields=FIELDS)),
+    "aextraction": (EXTRACTOR, lambda r: r.aextraction(model="group", state="$12", fields=FIELDS)),
 }
 
 

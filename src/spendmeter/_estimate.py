@@ -27,10 +27,14 @@ from spendmeter.pricing import Pricer, base_model_of
 # A search unit covers one query over up to this many documents (Cohere's and LiteLLM's rule).
 _DOCUMENTS_PER_SEARCH_UNIT = 100
 # No bound up front: priced by what comes back (seconds of audio or video, characters, pages,
-# a search provider's own rates), or not priced by LiteLLM at all (image variations, video
+# a search provider's own rates, the tokens a provider counts in a decision's or extraction's
+# state, images, audio and video), or not priced by LiteLLM at all (image variations, video
 # edits and extensions).
 _NO_BOUND_UP_FRONT = frozenset(
     {
+        sc.OPERATION_DECISIONS,
+        sc.OPERATION_SYSTEMONE,
+        sc.OPERATION_EXTRACTION,
         sc.OPERATION_TRANSCRIPTION,
         sc.OPERATION_SPEECH,
         sc.OPERATION_VIDEO_GENERATION,

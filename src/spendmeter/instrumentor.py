@@ -58,6 +58,22 @@ def _target(
     return Target(call_type, operation, tuple(_place(place) for place in places), positional)
 
 
+def _in_package(package: str, *families: tuple[str, str]) -> tuple[Target, ...]:
+    """Each family's sync and async function (``name``, ``aname``), defined in
+    ``litellm.{package}.main`` and re-exported by the package and by ``litellm``."""
+    return tuple(
+        _target(
+            call_type,
+            operation,
+            f"litellm.{package}.main.{call_type}",
+            f"litellm.{package}.{call_type}",
+            f"litellm.{call_type}",
+        )
+        for name, operation in families
+        for call_type in (name, f"a{name}")
+    )
+
+
 def _place(place: str) -> tuple[str, str]:
     module, _, attribute = place.rpartition(".")
     return module, attribute
@@ -116,27 +132,13 @@ _TARGETS: tuple[Target, ...] = (
         "litellm.images.main.aimage_variation", "litellm.aimage_variation",
         positional=("image", "model"),
     ),
-    # The Router reaches these through their packages (`litellm.videos`, `litellm.ocr`).
-    _target(
-        "video_generation", sc.OPERATION_VIDEO_GENERATION, "litellm.videos.main.video_generation",
-        "litellm.videos.video_generation", "litellm.video_generation",
-    ),
-    _target(
-        "avideo_generation", sc.OPERATION_VIDEO_GENERATION,
-        "litellm.videos.main.avideo_generation", "litellm.videos.avideo_generation",
-        "litellm.avideo_generation",
-    ),
-    *(
-        _target(
-            call_type, operation, f"litellm.videos.main.{call_type}",
-            f"litellm.videos.{call_type}", f"litellm.{call_type}",
-        )
-        for name, operation in (
-            ("video_remix", sc.OPERATION_VIDEO_REMIX),
-            ("video_edit", sc.OPERATION_VIDEO_EDIT),
-            ("video_extension", sc.OPERATION_VIDEO_EXTENSION),
-        )
-        for call_type in (name, f"a{name}")
+    # The Router reaches these through their packages (`litellm.videos`, `litellm.ocr`, ...).
+    *_in_package(
+        "videos",
+        ("video_generation", sc.OPERATION_VIDEO_GENERATION),
+        ("video_remix", sc.OPERATION_VIDEO_REMIX),
+        ("video_edit", sc.OPERATION_VIDEO_EDIT),
+        ("video_extension", sc.OPERATION_VIDEO_EXTENSION),
     ),
     _target(
         "ocr", sc.OPERATION_OCR, "litellm.ocr.dispatch.ocr", "litellm.ocr.ocr", "litellm.ocr",
@@ -146,14 +148,11 @@ _TARGETS: tuple[Target, ...] = (
         "aocr", sc.OPERATION_OCR, "litellm.ocr.dispatch.aocr", "litellm.ocr.aocr", "litellm.aocr",
         positional=("model", "document"),
     ),
-    _target(
-        "search", sc.OPERATION_SEARCH,
-        "litellm.search.main.search", "litellm.search.search", "litellm.search",
-    ),
-    _target(
-        "asearch", sc.OPERATION_SEARCH,
-        "litellm.search.main.asearch", "litellm.search.asearch", "litellm.asearch",
-    ),
+    # Questions answered about an input, and fields read out of a text, priced per token.
+    *_in_package("decisions", ("decisions", sc.OPERATION_DECISIONS)),
+    *_in_package("systemone", ("systemone", sc.OPERATION_SYSTEMONE)),
+    *_in_package("extraction", ("extraction", sc.OPERATION_EXTRACTION)),
+    *_in_package("search", ("search", sc.OPERATION_SEARCH)),
     _target(
         "transcription", sc.OPERATION_TRANSCRIPTION,
         "litellm.main.transcription", "litellm.transcription",
@@ -221,6 +220,9 @@ _ROUTER_METHODS: dict[str, str] = {
     # Its sync video_edit and video_extension return None and send nothing.
     "avideo_edit": sc.OPERATION_VIDEO_EDIT, "avideo_extension": sc.OPERATION_VIDEO_EXTENSION,
     "ocr": sc.OPERATION_OCR, "aocr": sc.OPERATION_OCR,
+    "decisions": sc.OPERATION_DECISIONS, "adecisions": sc.OPERATION_DECISIONS,
+    "systemone": sc.OPERATION_SYSTEMONE, "asystemone": sc.OPERATION_SYSTEMONE,
+    "extraction": sc.OPERATION_EXTRACTION, "aextraction": sc.OPERATION_EXTRACTION,
     "asearch": sc.OPERATION_SEARCH,  # over the Router's search tools; its `search` uses none
     "atranscription": sc.OPERATION_TRANSCRIPTION,
     "aspeech": sc.OPERATION_SPEECH,
