@@ -109,86 +109,62 @@ class Case:
         return self.call_type
 
 
+def twins(
+    name: str,
+    operation: str,
+    model: str,
+    arguments: Callable[[FakeHTTPProvider], dict[str, Any]],
+    *,
+    client: bool = True,
+) -> list[Case]:
+    """The cases of ``litellm.{name}`` and ``litellm.a{name}``, called with the same
+    ``arguments(h)``, each through the fake's client of its kind (``client=False``: a call that
+    takes none, sent to the fake's loopback server)."""
+
+    def case(call_type: str, is_async: bool) -> Case:
+        def call(h: FakeHTTPProvider) -> Any:
+            sent_through = {"client": h.client(name, is_async)} if client else {}
+            return getattr(litellm, call_type)(**arguments(h), **sent_through)
+
+        return Case(call_type, operation, model, call, is_async)
+
+    return [case(name, False), case(f"a{name}", True)]
+
+
 CASES = [
-    Case(
+    *twins(
         "responses",
         "chat",
         "openai/gpt-4o-mini",
-        lambda h: litellm.responses(
-            model="openai/gpt-4o-mini", input="hi", api_key="sk-fake", client=h.http()
-        ),
+        lambda h: {"model": "openai/gpt-4o-mini", "input": "hi", "api_key": "sk-fake"},
     ),
-    Case(
-        "aresponses",
-        "chat",
-        "openai/gpt-4o-mini",
-        lambda h: litellm.aresponses(
-            model="openai/gpt-4o-mini", input="hi", api_key="sk-fake", client=h.async_http()
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "image_edit",
         "image_edit",
         "openai/gpt-image-1",
-        lambda h: litellm.image_edit(
-            image=_png(),
-            prompt="a hat",
-            model="openai/gpt-image-1",
-            api_key="sk-fake",
-            client=h.http(),
-        ),
+        lambda h: {
+            "image": _png(),
+            "prompt": "a hat",
+            "model": "openai/gpt-image-1",
+            "api_key": "sk-fake",
+        },
     ),
-    Case(
-        "aimage_edit",
-        "image_edit",
-        "openai/gpt-image-1",
-        lambda h: litellm.aimage_edit(
-            image=_png(),
-            prompt="a hat",
-            model="openai/gpt-image-1",
-            api_key="sk-fake",
-            client=h.async_http(),
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "video_generation",
         "video_generation",
         "openai/sora-2",
-        lambda h: litellm.video_generation(
-            prompt="a cat", model="openai/sora-2", seconds="4", api_key="sk-fake", client=h.http()
-        ),
+        lambda h: {
+            "prompt": "a cat",
+            "model": "openai/sora-2",
+            "seconds": "4",
+            "api_key": "sk-fake",
+        },
     ),
-    Case(
-        "avideo_generation",
-        "video_generation",
-        "openai/sora-2",
-        lambda h: litellm.avideo_generation(
-            prompt="a cat",
-            model="openai/sora-2",
-            seconds="4",
-            api_key="sk-fake",
-            client=h.async_http(),
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "video_remix",
         "video_remix",
         "sora-2",
-        lambda h: litellm.video_remix(
-            video_id=SORA_VIDEO, prompt="a hat", api_key="sk-fake", client=h.http()
-        ),
-    ),
-    Case(
-        "avideo_remix",
-        "video_remix",
-        "sora-2",
-        lambda h: litellm.avideo_remix(
-            video_id=SORA_VIDEO, prompt="a hat", api_key="sk-fake", client=h.async_http()
-        ),
-        is_async=True,
+        lambda h: {"video_id": SORA_VIDEO, "prompt": "a hat", "api_key": "sk-fake"},
     ),
     Case(
         "ocr",
@@ -211,134 +187,79 @@ CASES = [
         ),
         is_async=True,
     ),
-    Case(
+    *twins(
         "decisions",
         "decisions",
         DECIDER,
-        lambda h: litellm.decisions(
-            model=DECIDER, input="hi", questions=QUESTIONS, api_base=f"{h.url()}/v1", api_key="k"
-        ),
+        lambda h: {
+            "model": DECIDER,
+            "input": "hi",
+            "questions": QUESTIONS,
+            "api_base": f"{h.url()}/v1",
+            "api_key": "k",
+        },
+        client=False,
     ),
-    Case(
-        "adecisions",
-        "decisions",
-        DECIDER,
-        lambda h: litellm.adecisions(
-            model=DECIDER, input="hi", questions=QUESTIONS, api_base=f"{h.url()}/v1", api_key="k"
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "systemone",
         "systemone",
         DECIDER,
-        lambda h: litellm.systemone(
-            model=DECIDER,
-            state={"text": "hi"},
-            questions=SYSTEMONE_QUESTIONS,
-            api_base=f"{h.url()}/v1",
-            api_key="k",
-        ),
+        lambda h: {
+            "model": DECIDER,
+            "state": {"text": "hi"},
+            "questions": SYSTEMONE_QUESTIONS,
+            "api_base": f"{h.url()}/v1",
+            "api_key": "k",
+        },
+        client=False,
     ),
-    Case(
-        "asystemone",
-        "systemone",
-        DECIDER,
-        lambda h: litellm.asystemone(
-            model=DECIDER,
-            state={"text": "hi"},
-            questions=SYSTEMONE_QUESTIONS,
-            api_base=f"{h.url()}/v1",
-            api_key="k",
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "extraction",
         "extraction",
         EXTRACTOR,
-        lambda h: litellm.extraction(
-            model=EXTRACTOR, state="I paid $12", fields=FIELDS, api_base=h.url(), api_key="k"
-        ),
+        lambda h: {
+            "model": EXTRACTOR,
+            "state": "I paid $12",
+            "fields": FIELDS,
+            "api_base": h.url(),
+            "api_key": "k",
+        },
+        client=False,
     ),
-    Case(
-        "aextraction",
-        "extraction",
-        EXTRACTOR,
-        lambda h: litellm.aextraction(
-            model=EXTRACTOR, state="I paid $12", fields=FIELDS, api_base=h.url(), api_key="k"
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "search",
         "search",
         "perplexity/search",  # a search names no model: LiteLLM prices the provider's search
-        lambda h: litellm.search(
-            query="news", search_provider="perplexity", api_base=h.url(), api_key="fake"
-        ),
+        lambda h: {
+            "query": "news",
+            "search_provider": "perplexity",
+            "api_base": h.url(),
+            "api_key": "fake",
+        },
+        client=False,
     ),
-    Case(
-        "asearch",
-        "search",
-        "perplexity/search",
-        lambda h: litellm.asearch(
-            query="news", search_provider="perplexity", api_base=h.url(), api_key="fake"
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "transcription",
         "transcription",
         "whisper-1",
-        lambda h: litellm.transcription(model="whisper-1", file=_audio(), client=h.openai()),
+        lambda h: {"model": "whisper-1", "file": _audio()},
     ),
-    Case(
-        "atranscription",
-        "transcription",
-        "whisper-1",
-        lambda h: litellm.atranscription(model="whisper-1", file=_audio(), client=h.async_openai()),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "speech",
         "speech",
         "tts-1",
-        lambda h: litellm.speech(model="tts-1", input="hello", voice="alloy", client=h.openai()),
+        lambda h: {"model": "tts-1", "input": "hello", "voice": "alloy"},
     ),
-    Case(
-        "aspeech",
-        "speech",
-        "tts-1",
-        lambda h: litellm.aspeech(
-            model="tts-1", input="hello", voice="alloy", client=h.async_openai()
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "rerank",
         "rerank",
         "cohere/rerank-english-v3.0",
-        lambda h: litellm.rerank(
-            model="cohere/rerank-english-v3.0",
-            query="which?",
-            documents=["a", "b"],
-            api_key="fake",
-            client=h.http(),
-        ),
-    ),
-    Case(
-        "arerank",
-        "rerank",
-        "cohere/rerank-english-v3.0",
-        lambda h: litellm.arerank(
-            model="cohere/rerank-english-v3.0",
-            query="which?",
-            documents=["a", "b"],
-            api_key="fake",
-            client=h.async_http(),
-        ),
-        is_async=True,
+        lambda h: {
+            "model": "cohere/rerank-english-v3.0",
+            "query": "which?",
+            "documents": ["a", "b"],
+            "api_key": "fake",
+        },
     ),
     Case(
         "anthropic_messages",
@@ -358,43 +279,17 @@ CASES = [
 # Paid, but LiteLLM answers 0.0 for them: their responses carry no duration to price.
 PRICED_VIDEO = encode_video_id_with_provider("video_fake", "openai", "fake-video")
 UNPRICED_CASES = [
-    Case(
+    *twins(
         "video_edit",
         "video_edit",
         "fake-video",
-        lambda h: litellm.video_edit(
-            video_id=PRICED_VIDEO, prompt="a hat", api_key="sk-fake", client=h.http()
-        ),
+        lambda h: {"video_id": PRICED_VIDEO, "prompt": "a hat", "api_key": "sk-fake"},
     ),
-    Case(
-        "avideo_edit",
-        "video_edit",
-        "fake-video",
-        lambda h: litellm.avideo_edit(
-            video_id=PRICED_VIDEO, prompt="a hat", api_key="sk-fake", client=h.async_http()
-        ),
-        is_async=True,
-    ),
-    Case(
+    *twins(
         "video_extension",
         "video_extension",
         "fake-video",
-        lambda h: litellm.video_extension(
-            video_id=PRICED_VIDEO, prompt="on", seconds="4", api_key="sk-fake", client=h.http()
-        ),
-    ),
-    Case(
-        "avideo_extension",
-        "video_extension",
-        "fake-video",
-        lambda h: litellm.avideo_extension(
-            video_id=PRICED_VIDEO,
-            prompt="on",
-            seconds="4",
-            api_key="sk-fake",
-            client=h.async_http(),
-        ),
-        is_async=True,
+        lambda h: {"video_id": PRICED_VIDEO, "prompt": "on", "seconds": "4", "api_key": "sk-fake"},
     ),
 ]
 
